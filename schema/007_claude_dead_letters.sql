@@ -1,0 +1,17 @@
+-- Lines that could not be parsed, routed or mapped: kept with the reason and
+-- the raw bytes so nothing is lost silently and the line can be replayed.
+CREATE TABLE IF NOT EXISTS claude_dead_letters
+(
+    source_file   String,
+    source_offset UInt64,
+    line_length   UInt64,
+    stage         LowCardinality(String),
+    error         String,
+    raw_line      String,
+    raw_base64    String,
+    raw_truncated Bool,
+    ingested_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (source_file, source_offset, stage)
+SETTINGS non_replicated_deduplication_window = 100000;

@@ -1,0 +1,1 @@
+//! Parsing one JSONL line into a typed-but-tolerant entry.

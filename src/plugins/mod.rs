@@ -1,0 +1,3 @@
+//! Sandboxed WASM plugins (wasmtime) called from rules.
+
+pub mod api;

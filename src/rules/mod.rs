@@ -1,0 +1,1 @@
+//! Declarative YAML rules: classify, redact, derive and map entries to rows.
