@@ -1,1 +1,276 @@
-//! Configuration
+//! Configuration: defaults, overridden by a YAML config file, overridden by
+//! environment variables and command-line flags (clap handles the last two).
+//!
+//! Everything has a default so `claude-ingest ingest` works with no file at all:
+//! it tails `~/.claude/projects`, uses the rule pack in `./rules` and an
+//! embedded ClickHouse under the state directory.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where ClickHouse comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClickHouseMode {
+    /// Start the embedded engine (chDB behind a loopback HTTP front) ourselves.
+    Embedded,
+    /// Connect to a ClickHouse server at `url`.
+    Server,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseSection {
+    pub mode: ClickHouseMode,
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    /// `none` or `lz4` (lz4 only against a real server).
+    pub compression: String,
+    /// Python interpreter of the chdb-core virtualenv (embedded mode).
+    pub python: Option<PathBuf>,
+    /// Data directory of the embedded engine (default `<state_dir>/clickhouse`).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for ClickHouseSection {
+    fn default() -> Self {
+        ClickHouseSection {
+            mode: ClickHouseMode::Embedded,
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: String::new(),
+            database: "claude_logs".into(),
+            compression: "none".into(),
+            python: None,
+            data_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceSection {
+    pub patterns: Vec<String>,
+    pub poll_interval_ms: u64,
+    pub max_line_bytes: usize,
+}
+
+impl Default for SourceSection {
+    fn default() -> Self {
+        SourceSection {
+            patterns: vec!["*/*.jsonl".into(), "*/*/subagents/*.jsonl".into()],
+            poll_interval_ms: 1000,
+            max_line_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSection {
+    pub max_rows: usize,
+    pub max_delay_ms: u64,
+    /// Bounded queue between the tailer and the sink, in entries: the backpressure bound.
+    pub queue_capacity: usize,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        BatchSection {
+            max_rows: 500,
+            max_delay_ms: 1000,
+            queue_capacity: 2048,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginSection {
+    pub fuel: u64,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+}
+
+impl Default for PluginSection {
+    fn default() -> Self {
+        PluginSection {
+            fuel: 10_000_000,
+            timeout_ms: 100,
+            memory_mb: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    pub listen: String,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: "127.0.0.1:8787".into(),
+        }
+    }
+}
+
+/// The whole configuration, as read from a YAML file (every key optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub rules_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+    /// Extra DDL (`*.sql`) applied after the built-in schema, e.g. plugin tables.
+    pub schema_dirs: Vec<PathBuf>,
+    pub clickhouse: ClickHouseSection,
+    pub source: SourceSection,
+    pub batch: BatchSection,
+    pub plugins: PluginSection,
+    pub api: ApiSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
+        let data_home = std::env::var_os("CLAUDE_INGEST_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".local/share/claude-ingest"));
+        Config {
+            root: home.join(".claude/projects"),
+            state_dir: data_home.join("state"),
+            rules_dir: PathBuf::from("rules"),
+            plugins_dir: PathBuf::from("plugins"),
+            schema_dirs: Vec::new(),
+            clickhouse: ClickHouseSection::default(),
+            source: SourceSection::default(),
+            batch: BatchSection::default(),
+            plugins: PluginSection::default(),
+            api: ApiSection::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Read a YAML config file; every key is optional and unknown keys are errors
+    /// (a typo must not silently fall back to a default).
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let cfg: Config = serde_yaml::from_str(&text).map_err(|e| match e.location() {
+            Some(loc) => anyhow::anyhow!(
+                "{}:{}:{}: {}",
+                path.display(),
+                loc.line(),
+                loc.column(),
+                e
+            ),
+            None => anyhow::anyhow!("{}: {}", path.display(), e),
+        })?;
+        Ok(cfg)
+    }
+
+    /// Sanity checks with messages that say what to change.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch.max_rows == 0 {
+            bail!("batch.max_rows must be at least 1");
+        }
+        if self.batch.queue_capacity == 0 {
+            bail!("batch.queue_capacity must be at least 1");
+        }
+        if self.source.max_line_bytes < 1024 {
+            bail!("source.max_line_bytes must be at least 1024");
+        }
+        if !matches!(self.clickhouse.compression.as_str(), "none" | "lz4") {
+            bail!(
+                "clickhouse.compression must be `none` or `lz4`, not `{}`",
+                self.clickhouse.compression
+            );
+        }
+        if self.clickhouse.mode == ClickHouseMode::Embedded && self.clickhouse.compression == "lz4" {
+            bail!("clickhouse.compression = lz4 needs a real server (clickhouse.mode = server)");
+        }
+        let db_ok = !self.clickhouse.database.is_empty()
+            && self
+                .clickhouse
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !self.clickhouse.database.starts_with(|c: char| c.is_ascii_digit());
+        if !db_ok {
+            bail!(
+                "database name `{}` must match [A-Za-z_][A-Za-z0-9_]*",
+                self.clickhouse.database
+            );
+        }
+        Ok(())
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.source.poll_interval_ms.max(10))
+    }
+
+    pub fn batch_delay(&self) -> Duration {
+        Duration::from_millis(self.batch.max_delay_ms.max(1))
+    }
+
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.state_dir.join("checkpoints.json")
+    }
+
+    pub fn embedded_data_dir(&self) -> PathBuf {
+        self.clickhouse
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("clickhouse"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_overrides_and_rejects_typos() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "root: /data/projects\nclickhouse:\n  mode: server\n  url: http://ch:8123\n  database: logs\nbatch:\n  max_rows: 10\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.root, PathBuf::from("/data/projects"));
+        assert_eq!(c.clickhouse.mode, ClickHouseMode::Server);
+        assert_eq!(c.clickhouse.database, "logs");
+        assert_eq!(c.batch.max_rows, 10);
+        assert_eq!(c.batch.max_delay_ms, 1000);
+
+        std::fs::write(&p, "batch:\n  max_rowz: 10\n").unwrap();
+        let err = Config::from_file(&p).unwrap_err().to_string();
+        assert!(err.contains("max_rowz"), "{err}");
+        assert!(err.contains("c.yaml:2"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = Config::default();
+        c.clickhouse.database = "bad-name;drop".into();
+        assert!(c.validate().unwrap_err().to_string().contains("bad-name"));
+        let mut c = Config::default();
+        c.clickhouse.compression = "lz4".into();
+        assert!(c.validate().unwrap_err().to_string().contains("real server"));
+    }
+}

@@ -1,3 +1,187 @@
-fn main() {
-    println!("claude-ingest: under construction");
+//! `claude-ingest` command line: ingest / backfill / serve / check-rules / schema.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use claude_ingest::config::{ClickHouseMode, Config};
+use claude_ingest::pipeline;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "claude-ingest", version, about = "Claude Code session logs → rules / WASM plugins → ClickHouse")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct GlobalArgs {
+    /// YAML config file (every key optional; flags and env override it).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Claude Code projects root (default ~/.claude/projects).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_ROOT")]
+    root: Option<PathBuf>,
+    /// State directory: checkpoints, spool, embedded ClickHouse data.
+    #[arg(long, global = true, env = "CLAUDE_INGEST_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Rules directory (default ./rules).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_RULES")]
+    rules: Option<PathBuf>,
+    /// WASM plugins directory (default ./plugins).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// ClickHouse server URL; setting it switches from the embedded engine to that server.
+    #[arg(long, global = true, env = "CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    #[arg(long, global = true, env = "CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
+    #[arg(long, global = true, env = "CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    clickhouse_password: Option<String>,
+    /// ClickHouse database name (default claude_logs).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_DATABASE")]
+    database: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", env = "CLAUDE_INGEST_LOG_FORMAT")]
+    log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Backfill every existing file, then follow new lines live (the main job).
+    Ingest {
+        /// Address of the API + dashboard served alongside ingestion.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Do not serve the API / dashboard.
+        #[arg(long)]
+        no_api: bool,
+    },
+    /// One pass over existing files, then exit with a summary.
+    Backfill {
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Serve the analytics API and dashboard only.
+    Serve {
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Validate a rules directory (and the plugins it references).
+    CheckRules {
+        /// Directory to check (default: the configured rules dir).
+        dir: Option<PathBuf>,
+    },
+    /// Print the DDL applied on start.
+    Schema,
+}
+
+fn build_config(g: &GlobalArgs) -> Result<Config> {
+    let mut cfg = match &g.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = &g.root {
+        cfg.root = v.clone();
+    }
+    if let Some(v) = &g.state_dir {
+        cfg.state_dir = v.clone();
+    }
+    if let Some(v) = &g.rules {
+        cfg.rules_dir = v.clone();
+    }
+    if let Some(v) = &g.plugins {
+        cfg.plugins_dir = v.clone();
+    }
+    if let Some(v) = &g.clickhouse_url {
+        cfg.clickhouse.url = v.clone();
+        cfg.clickhouse.mode = ClickHouseMode::Server;
+    }
+    if let Some(v) = &g.clickhouse_user {
+        cfg.clickhouse.user = v.clone();
+    }
+    if let Some(v) = &g.clickhouse_password {
+        cfg.clickhouse.password = v.clone();
+    }
+    if let Some(v) = &g.database {
+        cfg.clickhouse.database = v.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.global.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let cfg = build_config(&cli.global)?;
+    match cli.command {
+        Command::Schema => {
+            print!("{}", pipeline::schema_text(&cfg)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckRules { dir } => {
+            let dir = dir.unwrap_or_else(|| cfg.rules_dir.clone());
+            let ok = pipeline::check_rules(&cfg, &dir)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        command => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                match command {
+                    Command::Ingest { listen, no_api } => {
+                        let listen = if no_api {
+                            None
+                        } else {
+                            Some(listen.unwrap_or_else(|| cfg.api.listen.clone()))
+                        };
+                        pipeline::ingest(cfg, listen).await?;
+                    }
+                    Command::Backfill { quiet } => {
+                        let summary = pipeline::backfill(cfg, !quiet).await?;
+                        println!("{summary}");
+                    }
+                    Command::Serve { listen } => {
+                        let listen = listen.unwrap_or_else(|| cfg.api.listen.clone());
+                        pipeline::serve(cfg, &listen).await?;
+                    }
+                    Command::Schema | Command::CheckRules { .. } => {}
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

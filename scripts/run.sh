@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a running engine on the embedded default:
+# installs the embedded ClickHouse engine, builds the example plugins and the
+# engine, then runs `claude-ingest ingest` (backfill + follow + dashboard on
+# http://127.0.0.1:8787). Extra arguments go to `ingest`.
+# Tails ~/.claude/projects when it exists, else the bundled example corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-clickhouse.sh
+bash plugins/build.sh
+cargo build --release --locked
+root_args=()
+if [[ " $* " != *" --root "* && -z "${CLAUDE_INGEST_ROOT:-}" ]]; then
+  if [ -d "$HOME/.claude/projects" ]; then
+    root_args=(--root "$HOME/.claude/projects")
+  else
+    echo "note: $HOME/.claude/projects does not exist; ingesting the example corpus instead" >&2
+    root_args=(--root examples/claude-projects)
+  fi
+fi
+exec ./target/release/claude-ingest "${root_args[@]}" ingest "$@"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh machine (embedded
+# ClickHouse engine, wasm toolchain for the example plugins, Chromium +
+# playwright-core for the dashboard test), then runs lints, the whole Rust test
+# suite (unit, property and integration tests against the real engine) and
+# the headless-browser dashboard test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+bash scripts/setup-clickhouse.sh
+bash plugins/build.sh
+echo "== cargo fmt --check"; cargo fmt --all -- --check
+echo "== cargo clippy";      cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test";        cargo test --locked --all-targets -- --test-threads=2
+echo "== dashboard in headless chromium"; bash tests/browser/run.sh
+echo "== all tests passed"
