@@ -14,7 +14,6 @@ CREATE TABLE IF NOT EXISTS claude_context_analysis
     cache_creation_input_tokens UInt32,
     cache_read_input_tokens     UInt32,
     context_window              UInt32,
-    message_index               UInt32,
     total_context_tokens        UInt64 MATERIALIZED toUInt64(input_tokens) + cache_creation_input_tokens + cache_read_input_tokens,
     cache_hit_ratio             Float64 MATERIALIZED if(total_context_tokens = 0, 0, cache_read_input_tokens / total_context_tokens),
     context_utilization         Float64 MATERIALIZED if(context_window = 0, 0, total_context_tokens / context_window)

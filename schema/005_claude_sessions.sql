@@ -8,7 +8,9 @@ CREATE TABLE IF NOT EXISTS claude_sessions
     project_path       SimpleAggregateFunction(max, String),
     git_branch         SimpleAggregateFunction(max, String),
     version            SimpleAggregateFunction(max, String),
-    first_timestamp    SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    -- Nullable so rows without a timestamp (summaries) do not drag the minimum to 1970:
+    -- min() ignores NULLs.
+    first_timestamp    SimpleAggregateFunction(min, Nullable(DateTime64(3, 'UTC'))),
     last_timestamp     SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
     entries            SimpleAggregateFunction(sum, UInt64),
     user_messages      SimpleAggregateFunction(sum, UInt64),
@@ -20,7 +22,8 @@ CREATE TABLE IF NOT EXISTS claude_sessions
     cache_creation_input_tokens SimpleAggregateFunction(sum, UInt64),
     cache_read_input_tokens     SimpleAggregateFunction(sum, UInt64),
     total_cost         SimpleAggregateFunction(sum, Float64),
-    models             SimpleAggregateFunction(groupUniqArrayArray, Array(String))
+    models             SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    summary            SimpleAggregateFunction(max, String)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (project, session_id)

@@ -16,7 +16,10 @@ CREATE TABLE IF NOT EXISTS daily_session_summary
     cost                        SimpleAggregateFunction(sum, Float64)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (date, project);
+ORDER BY (date, project)
+-- The view's blocks are deduplicated too (deduplicate_blocks_in_dependent_materialized_views),
+-- which needs a dedup window on this table as well.
+SETTINGS non_replicated_deduplication_window = 100000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS daily_session_summary_mv TO daily_session_summary
 AS SELECT

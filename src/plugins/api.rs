@@ -39,14 +39,9 @@ pub enum PluginError {
 
 /// Implemented by the plugin host; called by the rule engine for `plugin:` actions.
 pub trait PluginCaller: Send + Sync {
-    /// Run plugin `name` on `input` (a JSON document, UTF-8 bytes) with the
-    /// rule-supplied `config` (JSON, may be `null`).
-    fn call(
-        &self,
-        name: &str,
-        input: &[u8],
-        config: &serde_json::Value,
-    ) -> Result<PluginOutput, PluginError>;
+    /// Run plugin `name` on `input`: the JSON document the rule engine built
+    /// (`{"entry": .., "project": .., "labels": [..], "config": ..}`), UTF-8 bytes.
+    fn call(&self, name: &str, input: &[u8]) -> Result<PluginOutput, PluginError>;
 
     /// Whether a plugin of that name is currently loaded (used by check-rules).
     fn has(&self, name: &str) -> bool;
@@ -56,7 +51,7 @@ pub trait PluginCaller: Send + Sync {
 pub struct NoPlugins;
 
 impl PluginCaller for NoPlugins {
-    fn call(&self, name: &str, _: &[u8], _: &serde_json::Value) -> Result<PluginOutput, PluginError> {
+    fn call(&self, name: &str, _: &[u8]) -> Result<PluginOutput, PluginError> {
         Err(PluginError::NotFound(name.to_string()))
     }
     fn has(&self, _: &str) -> bool {

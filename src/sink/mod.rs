@@ -1,1 +1,7 @@
-//! sink
+//! The sink: batches rows, spools them durably, inserts them into ClickHouse
+//! exactly once, then commits source checkpoints.
+
+pub mod clickhouse;
+pub mod embedded;
+pub mod testing;
+pub mod status;

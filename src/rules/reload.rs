@@ -1,0 +1,150 @@
+//! Hot reload: the live rule pack sits behind an `ArcSwap`, so the router
+//! always reads a complete, validated set. A changed directory is reloaded
+//! as a whole; a broken edit is rejected (logged with file:line) and the
+//! previous rules keep running.
+
+use super::{RuleErrors, RuleSet};
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+#[derive(Clone)]
+pub struct RulesHandle {
+    current: Arc<ArcSwap<RuleSet>>,
+    generation: Arc<AtomicU64>,
+    dir: PathBuf,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Reloaded { generation: u64, summary: String },
+    Rejected(RuleErrors),
+}
+
+/// Names, sizes and mtimes of the rule files: cheap change detection for polling.
+fn dir_stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.path()
+                        .extension()
+                        .is_some_and(|x| x == "yaml" || x == "yml")
+                })
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some((e.path(), m.len(), m.modified().ok()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+impl RulesHandle {
+    pub fn load(dir: &Path) -> Result<RulesHandle, RuleErrors> {
+        let rs = RuleSet::load_dir(dir)?;
+        Ok(RulesHandle {
+            current: Arc::new(ArcSwap::from_pointee(rs)),
+            generation: Arc::new(AtomicU64::new(1)),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// A handle over an already built set (tests, benches).
+    pub fn from_set(rs: RuleSet, dir: &Path) -> RulesHandle {
+        RulesHandle {
+            current: Arc::new(ArcSwap::from_pointee(rs)),
+            generation: Arc::new(AtomicU64::new(1)),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reload from disk now.
+    pub fn reload(&self) -> ReloadOutcome {
+        match RuleSet::load_dir(&self.dir) {
+            Ok(rs) => {
+                let summary = rs.summary();
+                self.current.store(Arc::new(rs));
+                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                tracing::info!(dir = %self.dir.display(), generation, %summary, "rules reloaded");
+                ReloadOutcome::Reloaded {
+                    generation,
+                    summary,
+                }
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(
+                        file = %e.file.display(),
+                        line = e.line.unwrap_or(0),
+                        reason = %e.message,
+                        "rule change rejected, previous rules keep running"
+                    );
+                }
+                ReloadOutcome::Rejected(errors)
+            }
+        }
+    }
+}
+
+/// Watch the rules dir (notify, plus a 1 s poll of names/sizes/mtimes as a
+/// fallback) and reload on change, debounced so an editor's save-dance is one reload.
+pub fn spawn_rules_watcher(handle: RulesHandle, shutdown: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("rules-watcher".into())
+        .spawn(move || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+                if ev.is_ok() {
+                    let _ = tx.send(());
+                }
+            });
+            let _watcher = match watcher {
+                Ok(mut w) => match w.watch(handle.dir(), RecursiveMode::NonRecursive) {
+                    Ok(()) => Some(w),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch rules dir; polling only");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "no file watcher; polling rules dir");
+                    None
+                }
+            };
+            let mut stamp = dir_stamp(handle.dir());
+            while !shutdown.load(Ordering::Relaxed) {
+                let got_event = rx.recv_timeout(Duration::from_millis(250)).is_ok();
+                if got_event {
+                    // Debounce: let the editor finish writing.
+                    std::thread::sleep(Duration::from_millis(100));
+                    while rx.try_recv().is_ok() {}
+                }
+                let now = dir_stamp(handle.dir());
+                if now != stamp {
+                    stamp = now;
+                    let _ = handle.reload();
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot spawn the rules watcher thread: {e}"))
+}

@@ -1,0 +1,109 @@
+//! Live counters shared by the pipeline stages and read by `/healthz`.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Default)]
+pub struct IngestStatus {
+    pub started_at_ms: AtomicU64,
+    pub lines_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub entries_routed: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub batches_written: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub redactions: AtomicU64,
+    pub insert_failures: AtomicU64,
+    /// Entries waiting between the tailer and the sink (the bounded queue).
+    pub queue_depth: AtomicU64,
+    pub queue_capacity: AtomicU64,
+    /// Rows accepted by the sink but not yet stored.
+    pub pending_rows: AtomicU64,
+    /// When the oldest not-yet-stored row was read (0 = nothing pending).
+    pub oldest_pending_ms: AtomicU64,
+    pub last_line_ms: AtomicU64,
+    pub last_insert_ms: AtomicU64,
+    pub caught_up: AtomicBool,
+    /// Set while inserts fail (ClickHouse down); cleared on success.
+    pub clickhouse_down: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+    pub rules_generation: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusSnapshot {
+    pub status: &'static str,
+    pub uptime_s: u64,
+    pub lines_read: u64,
+    pub bytes_read: u64,
+    pub entries_routed: u64,
+    pub rows_written: u64,
+    pub batches_written: u64,
+    pub dead_letters: u64,
+    pub redactions: u64,
+    pub insert_failures: u64,
+    pub queue_depth: u64,
+    pub queue_capacity: u64,
+    pub pending_rows: u64,
+    /// How long the oldest row read but not yet stored has been waiting.
+    pub ingestion_lag_ms: u64,
+    pub last_line_age_ms: Option<u64>,
+    pub last_insert_age_ms: Option<u64>,
+    pub caught_up: bool,
+    pub clickhouse_down: bool,
+    pub last_error: Option<String>,
+    pub rules_generation: u64,
+}
+
+impl IngestStatus {
+    pub fn new(queue_capacity: usize) -> IngestStatus {
+        let s = IngestStatus::default();
+        s.started_at_ms.store(now_ms(), Relaxed);
+        s.queue_capacity.store(queue_capacity as u64, Relaxed);
+        s
+    }
+
+    pub fn set_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+
+    pub fn snapshot(&self) -> StatusSnapshot {
+        let now = now_ms();
+        let age = |v: u64| (v != 0).then(|| now.saturating_sub(v));
+        let oldest = self.oldest_pending_ms.load(Relaxed);
+        let down = self.clickhouse_down.load(Relaxed);
+        StatusSnapshot {
+            status: if down { "degraded" } else { "ok" },
+            uptime_s: now.saturating_sub(self.started_at_ms.load(Relaxed)) / 1000,
+            lines_read: self.lines_read.load(Relaxed),
+            bytes_read: self.bytes_read.load(Relaxed),
+            entries_routed: self.entries_routed.load(Relaxed),
+            rows_written: self.rows_written.load(Relaxed),
+            batches_written: self.batches_written.load(Relaxed),
+            dead_letters: self.dead_letters.load(Relaxed),
+            redactions: self.redactions.load(Relaxed),
+            insert_failures: self.insert_failures.load(Relaxed),
+            queue_depth: self.queue_depth.load(Relaxed),
+            queue_capacity: self.queue_capacity.load(Relaxed),
+            pending_rows: self.pending_rows.load(Relaxed),
+            ingestion_lag_ms: if oldest == 0 { 0 } else { now.saturating_sub(oldest) },
+            last_line_age_ms: age(self.last_line_ms.load(Relaxed)),
+            last_insert_age_ms: age(self.last_insert_ms.load(Relaxed)),
+            caught_up: self.caught_up.load(Relaxed),
+            clickhouse_down: down,
+            last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+            rules_generation: self.rules_generation.load(Relaxed),
+        }
+    }
+}

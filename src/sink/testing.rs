@@ -1,0 +1,60 @@
+//! Test support: a real ClickHouse for tests. Uses `CLICKHOUSE_URL` when set
+//! (a real server), else one embedded engine per test process. Every caller
+//! gets its own fresh database, so tests can run in parallel.
+
+use super::clickhouse::{ChClient, ChSettings};
+use super::embedded::EmbeddedClickHouse;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+static EMBEDDED: OnceLock<Result<(String, EmbeddedClickHouse), String>> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// URL of the test server (starting the embedded one on first use).
+pub fn server_url() -> String {
+    if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
+        return url;
+    }
+    let started = EMBEDDED.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("claude-ingest-test-ch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        EmbeddedClickHouse::start(None, &dir)
+            .map(|e| (e.url().to_string(), e))
+            .map_err(|e| format!("{e:#}"))
+    });
+    match started {
+        Ok((url, _)) => url.clone(),
+        Err(e) => panic!("cannot start the embedded ClickHouse for tests: {e}"),
+    }
+}
+
+/// A unique database name for one test.
+pub fn fresh_database(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let clean: String = prefix
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("t_{}_{}_{}", clean, std::process::id(), n)
+}
+
+/// Settings for a fresh database on the test server.
+pub fn settings(prefix: &str) -> ChSettings {
+    ChSettings {
+        url: server_url(),
+        user: std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into()),
+        password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+        database: fresh_database(prefix),
+        lz4: false,
+    }
+}
+
+/// A client on a fresh database with the built-in schema applied.
+pub async fn fresh_client(prefix: &str) -> ChClient {
+    let client = ChClient::new(settings(prefix)).expect("valid settings");
+    client
+        .ensure_schema(&[])
+        .await
+        .expect("schema applies on the test server");
+    client
+}
