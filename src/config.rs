@@ -147,7 +147,7 @@ impl Default for Config {
             root: home.join(".claude/projects"),
             state_dir: data_home.join("state"),
             rules_dir: PathBuf::from("rules"),
-            plugins_dir: PathBuf::from("plugins"),
+            plugins_dir: PathBuf::from("plugins/dist"),
             schema_dirs: Vec::new(),
             clickhouse: ClickHouseSection::default(),
             source: SourceSection::default(),

@@ -30,7 +30,7 @@ struct GlobalArgs {
     /// Rules directory (default ./rules).
     #[arg(long, global = true, env = "CLAUDE_INGEST_RULES")]
     rules: Option<PathBuf>,
-    /// WASM plugins directory (default ./plugins).
+    /// WASM plugins directory (default ./plugins/dist).
     #[arg(long, global = true, env = "CLAUDE_INGEST_PLUGINS")]
     plugins: Option<PathBuf>,
     /// ClickHouse server URL; setting it switches from the embedded engine to that server.

@@ -43,8 +43,14 @@ pub fn default_python() -> PathBuf {
 }
 
 impl EmbeddedClickHouse {
-    /// Start the engine on `data_dir` (created if needed) and wait until it serves.
+    /// Start the engine on `data_dir` (created if needed) on a free loopback
+    /// port and wait until it serves.
     pub fn start(python: Option<&Path>, data_dir: &Path) -> Result<EmbeddedClickHouse> {
+        Self::start_on_port(python, data_dir, 0)
+    }
+
+    /// Same, on a given port (0 = any free one).
+    pub fn start_on_port(python: Option<&Path>, data_dir: &Path, port: u16) -> Result<EmbeddedClickHouse> {
         let python = python.map(Path::to_path_buf).unwrap_or_else(default_python);
         if !python.exists() {
             bail!(
@@ -63,7 +69,7 @@ impl EmbeddedClickHouse {
             .arg(&script)
             .arg("--path")
             .arg(data_dir.join("data"))
-            .args(["--host", "127.0.0.1", "--port", "0", "--exit-on-stdin-eof"])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--exit-on-stdin-eof"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

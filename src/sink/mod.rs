@@ -5,3 +5,5 @@ pub mod clickhouse;
 pub mod embedded;
 pub mod testing;
 pub mod status;
+pub mod spool;
+pub mod writer;

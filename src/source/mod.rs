@@ -1,5 +1,10 @@
 //! Finding, tailing and checkpointing Claude Code JSONL files.
-//! (owned by the source work item; see the contract below)
+
+mod follow;
+mod offsets;
+
+pub use follow::{discover, run_source, SourceConfig, SourceEvent, SourceStats};
+pub use offsets::{fingerprint_bytes, CheckpointStore, FileCheckpoint, FINGERPRINT_BYTES};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,4 +35,20 @@ pub struct SourceLine {
     /// Full length of the line in bytes (even when truncated).
     pub length: u64,
     pub truncated: bool,
+    /// Fingerprint of the file's first min(next_offset, 4096) bytes.
+    pub fingerprint: u64,
 }
+
+impl SourceLine {
+    /// Where to resume once this line is stored.
+    pub fn checkpoint(&self) -> FileCheckpoint {
+        FileCheckpoint {
+            file_id: self.file_id,
+            offset: self.next_offset,
+            fingerprint: self.fingerprint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
