@@ -1,26 +1,557 @@
 //! Wiring: source → parse → rules/plugins → sink, plus the API server.
-//! (being wired by the lead; the signatures below are the CLI's contract)
+//!
+//! Threads and tasks:
+//! * the tailer (a std thread: blocking file I/O) sends `SourceEvent`s into a
+//!   bounded channel (`batch.queue_capacity`);
+//! * the router (a blocking thread) parses each line, runs the live rule pack
+//!   and plugins, and sends rows + the line's checkpoint to the writer;
+//! * the writer (an async task) batches, spools, inserts, commits checkpoints.
+//!
+//! Both channels are bounded: when ClickHouse is slow or down the writer stops
+//! reading, the channels fill, and the tailer blocks. Memory stays bounded and
+//! nothing is read that cannot be stored.
 
-use crate::config::Config;
-use anyhow::{bail, Result};
-use std::path::Path;
+use crate::api;
+use crate::config::{ClickHouseMode, Config};
+use crate::parse::parse_line;
+use crate::plugins::{spawn_plugin_watcher, PluginLimits, PluginsHandle};
+use crate::row::Row;
+use crate::rules::reload::{spawn_rules_watcher, RulesHandle};
+use crate::rules::{EntryInput, RuleSet};
+use crate::sink::clickhouse::{schema_script, ChClient, ChSettings};
+use crate::sink::embedded::EmbeddedClickHouse;
+use crate::sink::spool::Spool;
+use crate::sink::status::{now_ms, IngestStatus};
+use crate::sink::writer::{dead_letter, run_writer, SinkItem, Writer, WriterConfig};
+use crate::source::{run_source, CheckpointStore, SourceConfig, SourceEvent, SourceLine};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
-pub fn schema_text(_cfg: &Config) -> Result<String> {
-    bail!("not wired yet")
+/// Dead letters keep at most this much of a line (the rest is only counted).
+const DEAD_LETTER_MAX_BYTES: usize = 1 << 20;
+
+/// DDL applied on start: the built-in schema, then `*.sql` from the configured
+/// schema dirs, the rules dir and the plugins dir (a plugin or rule pack that
+/// writes its own table ships the table's DDL next to it).
+pub fn schema_dirs(cfg: &Config) -> Vec<PathBuf> {
+    let mut dirs = cfg.schema_dirs.clone();
+    dirs.push(cfg.rules_dir.clone());
+    dirs.push(cfg.plugins_dir.clone());
+    dirs
 }
 
-pub fn check_rules(_cfg: &Config, _dir: &Path) -> Result<bool> {
-    bail!("not wired yet")
+pub fn schema_text(cfg: &Config) -> Result<String> {
+    schema_script(&cfg.clickhouse.database, &schema_dirs(cfg))
 }
 
-pub async fn ingest(_cfg: Config, _listen: Option<String>) -> Result<()> {
-    bail!("not wired yet")
+pub fn plugin_limits(cfg: &Config) -> PluginLimits {
+    PluginLimits {
+        fuel: cfg.plugins.fuel,
+        timeout: Duration::from_millis(cfg.plugins.timeout_ms),
+        memory_bytes: (cfg.plugins.memory_mb as usize) << 20,
+    }
 }
 
-pub async fn backfill(_cfg: Config, _progress: bool) -> Result<String> {
-    bail!("not wired yet")
+/// `check-rules`: print every problem as `file:line: reason`; true when valid.
+pub fn check_rules(cfg: &Config, dir: &Path) -> Result<bool> {
+    let rs = match RuleSet::load_dir(dir) {
+        Ok(rs) => rs,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s) in {}", errors.0.len(), dir.display());
+            return Ok(false);
+        }
+    };
+    let (plugins, rejected) = PluginsHandle::load(&cfg.plugins_dir, plugin_limits(cfg))?;
+    for r in &rejected {
+        eprintln!("warning: plugin {r}");
+    }
+    let loaded = plugins.names();
+    let mut ok = true;
+    for (name, optional) in rs.plugin_names() {
+        if !loaded.contains(&name) {
+            if optional {
+                eprintln!(
+                    "note: optional plugin `{name}` is not in {} (its steps are skipped)",
+                    cfg.plugins_dir.display()
+                );
+            } else {
+                eprintln!(
+                    "error: rules call plugin `{name}`, which is not in {}",
+                    cfg.plugins_dir.display()
+                );
+                ok = false;
+            }
+        }
+    }
+    println!("{}: ok ({})", dir.display(), rs.summary());
+    for (name, table) in rs.table_rules() {
+        println!("  table rule {name} -> {table}");
+    }
+    Ok(ok)
 }
 
-pub async fn serve(_cfg: Config, _listen: &str) -> Result<()> {
-    bail!("not wired yet")
+/// A ClickHouse connection, plus the embedded engine when we started one.
+pub struct Connection {
+    pub client: ChClient,
+    _embedded: Option<EmbeddedClickHouse>,
+}
+
+/// Start (embedded) or reach (server) ClickHouse and apply the schema.
+pub async fn connect(cfg: &Config) -> Result<Connection> {
+    let (url, embedded) = match cfg.clickhouse.mode {
+        ClickHouseMode::Server => (cfg.clickhouse.url.clone(), None),
+        ClickHouseMode::Embedded => {
+            let python = cfg.clickhouse.python.clone();
+            let dir = cfg.embedded_data_dir();
+            let e = tokio::task::spawn_blocking(move || EmbeddedClickHouse::start(python.as_deref(), &dir))
+                .await
+                .context("embedded engine start-up panicked")??;
+            (e.url().to_string(), Some(e))
+        }
+    };
+    let client = ChClient::new(ChSettings {
+        url,
+        user: cfg.clickhouse.user.clone(),
+        password: cfg.clickhouse.password.clone(),
+        database: cfg.clickhouse.database.clone(),
+        lz4: cfg.clickhouse.compression == "lz4",
+    })?;
+    let wait = if embedded.is_some() { 60 } else { 5 };
+    client.wait_ready(Duration::from_secs(wait)).await?;
+    client.ensure_schema(&schema_dirs(cfg)).await?;
+    Ok(Connection {
+        client,
+        _embedded: embedded,
+    })
+}
+
+/// What a run did (printed by `backfill`).
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub files: u64,
+    pub lines: u64,
+    pub bytes: u64,
+    pub rows: u64,
+    pub batches: u64,
+    pub dead_letters: u64,
+    pub redactions: u64,
+    pub replayed_batches: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        write!(
+            f,
+            "{} lines ({:.1} MiB) from {} files in {:.2} s ({:.0} lines/s): {} rows stored in {} batches, {} dead letters, {} secrets redacted",
+            self.lines,
+            self.bytes as f64 / 1048576.0,
+            self.files,
+            self.elapsed.as_secs_f64(),
+            self.lines as f64 / secs,
+            self.rows,
+            self.batches,
+            self.dead_letters,
+            self.redactions
+        )?;
+        if self.replayed_batches > 0 {
+            write!(f, " ({} spooled batches replayed)", self.replayed_batches)?;
+        }
+        Ok(())
+    }
+}
+
+/// Options of one pipeline run.
+pub struct RunOptions {
+    /// Keep tailing after the initial pass (ingest) or stop (backfill).
+    pub follow: bool,
+    pub listen: Option<String>,
+    pub progress: bool,
+    /// Set to stop a following run (tests); signals also stop it.
+    pub shutdown: Arc<AtomicBool>,
+    /// Optional: receives the live status once the pipeline is up (tests).
+    pub status_out: Option<tokio::sync::oneshot::Sender<Arc<IngestStatus>>>,
+}
+
+pub async fn ingest(cfg: Config, listen: Option<String>) -> Result<()> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let summary = run(
+        &cfg,
+        RunOptions {
+            follow: true,
+            listen,
+            progress: false,
+            shutdown,
+            status_out: None,
+        },
+    )
+    .await?;
+    tracing::info!(%summary, "ingest stopped");
+    Ok(())
+}
+
+pub async fn backfill(cfg: Config, progress: bool) -> Result<String> {
+    let summary = run(
+        &cfg,
+        RunOptions {
+            follow: false,
+            listen: None,
+            progress,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            status_out: None,
+        },
+    )
+    .await?;
+    Ok(format!("backfill complete: {summary}"))
+}
+
+/// `serve`: the API and dashboard over whatever the database holds.
+pub async fn serve(cfg: Config, listen: &str) -> Result<()> {
+    let conn = connect(&cfg).await?;
+    let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
+    let state = api::ApiState {
+        client: conn.client.clone(),
+        status,
+    };
+    api::serve(listen, state, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn state_paths(cfg: &Config) -> (PathBuf, PathBuf) {
+    // Per database: pointing the engine at another database must not reuse
+    // offsets that describe what the first one holds.
+    let db = &cfg.clickhouse.database;
+    (
+        cfg.state_dir.join(format!("checkpoints-{db}.json")),
+        cfg.state_dir.join(format!("spool-{db}")),
+    )
+}
+
+/// The whole pipeline.
+pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    if !cfg.root.is_dir() {
+        bail!(
+            "root directory {} does not exist (set --root, CLAUDE_INGEST_ROOT or `root:` in the config file)",
+            cfg.root.display()
+        );
+    }
+    let rules = RulesHandle::load(&cfg.rules_dir)
+        .map_err(|e| anyhow!("the rules in {} are invalid:\n{e}", cfg.rules_dir.display()))?;
+    tracing::info!(dir = %cfg.rules_dir.display(), rules = %rules.current().summary(), "rules loaded");
+    let (plugins, rejected) = PluginsHandle::load(&cfg.plugins_dir, plugin_limits(cfg))?;
+    for r in &rejected {
+        tracing::error!(plugin = %r, "plugin rejected");
+    }
+    tracing::info!(dir = %cfg.plugins_dir.display(), plugins = ?plugins.names(), "plugins loaded");
+
+    let conn = connect(cfg).await?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
+    let (cp_path, spool_dir) = state_paths(cfg);
+    let checkpoints = CheckpointStore::open(&cp_path)?;
+    let spool = Spool::open(&spool_dir)?;
+    let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
+    let shutdown = opts.shutdown.clone();
+
+    let mut writer = Writer::new(
+        conn.client.clone(),
+        spool,
+        checkpoints,
+        status.clone(),
+        shutdown.clone(),
+        WriterConfig {
+            max_rows: cfg.batch.max_rows,
+            max_delay: cfg.batch_delay(),
+            schema_dirs: schema_dirs(cfg),
+        },
+    )
+    .await?;
+    let replayed = writer.replay_spool().await?;
+    let start = writer.checkpoints().all();
+
+    // Canonical paths: checkpoints must not depend on the cwd or a symlinked root.
+    let root = cfg.root.canonicalize().unwrap_or_else(|_| cfg.root.clone());
+    let src_cfg = SourceConfig {
+        root,
+        patterns: cfg.source.patterns.clone(),
+        poll_interval: cfg.poll_interval(),
+        max_line_bytes: cfg.source.max_line_bytes,
+        follow: opts.follow,
+    };
+    let progress = if opts.progress {
+        Some(progress_bar(&src_cfg, &start))
+    } else {
+        None
+    };
+
+    let (src_tx, src_rx) = mpsc::channel::<SourceEvent>(cfg.batch.queue_capacity);
+    let (sink_tx, sink_rx) = mpsc::channel::<SinkItem>(64);
+
+    let source_shutdown = shutdown.clone();
+    let source = std::thread::Builder::new()
+        .name("tailer".into())
+        .spawn(move || run_source(&src_cfg, start, src_tx, source_shutdown))
+        .context("cannot start the tailer thread")?;
+
+    let router_rules = rules.clone();
+    let router_plugins = plugins.clone();
+    let router_status = status.clone();
+    let router_progress = progress.clone();
+    let router = tokio::task::spawn_blocking(move || {
+        route_loop(src_rx, sink_tx, router_rules, router_plugins, router_status, router_progress)
+    });
+    let writer_task = tokio::spawn(run_writer(writer, sink_rx));
+
+    let mut watchers = Vec::new();
+    if opts.follow {
+        watchers.push(spawn_rules_watcher(rules.clone(), shutdown.clone()));
+        watchers.push(spawn_plugin_watcher(
+            plugins.clone(),
+            cfg.plugins_dir.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let api_task = match &opts.listen {
+        Some(addr) => {
+            let state = api::ApiState {
+                client: conn.client.clone(),
+                status: status.clone(),
+            };
+            let flag = shutdown.clone();
+            let addr = addr.clone();
+            Some(tokio::spawn(async move {
+                api::serve(&addr, state, wait_flag(flag)).await
+            }))
+        }
+        None => None,
+    };
+    if let Some(tx) = opts.status_out {
+        let _ = tx.send(status.clone());
+    }
+    if opts.follow {
+        // Stop on a signal or when the caller sets the flag.
+        let flag = shutdown.clone();
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("shutting down: draining what was read"),
+            _ = wait_flag(flag) => {},
+        }
+        shutdown.store(true, Relaxed);
+    }
+
+    let router_result = router.await.context("router panicked")?;
+    let writer_result = writer_task.await.context("writer panicked")?;
+    shutdown.store(true, Relaxed);
+    let source_result = source
+        .join()
+        .map_err(|_| anyhow!("the tailer thread panicked"))?;
+    for w in watchers {
+        let _ = w.join();
+    }
+    if let Some(t) = api_task {
+        match tokio::time::timeout(Duration::from_secs(5), t).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "API server error"),
+            Ok(_) | Err(_) => {}
+        }
+    }
+    if let Some(p) = &progress {
+        p.finish_and_clear();
+    }
+    let wstats = writer_result?;
+    router_result?;
+    let sstats = source_result?;
+    Ok(RunSummary {
+        files: sstats.files,
+        lines: sstats.lines,
+        bytes: sstats.bytes,
+        rows: wstats.rows,
+        batches: wstats.batches,
+        dead_letters: status.dead_letters.load(Relaxed),
+        redactions: status.redactions.load(Relaxed),
+        replayed_batches: replayed,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn wait_flag(flag: Arc<AtomicBool>) {
+    while !flag.load(Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn progress_bar(
+    src: &SourceConfig,
+    start: &std::collections::HashMap<PathBuf, crate::source::FileCheckpoint>,
+) -> indicatif::ProgressBar {
+    let total: u64 = crate::source::discover(&src.root, &src.patterns)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            size.saturating_sub(start.get(p).map_or(0, |c| c.offset.min(size)))
+        })
+        .sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn route_loop(
+    mut rx: mpsc::Receiver<SourceEvent>,
+    tx: mpsc::Sender<SinkItem>,
+    rules: RulesHandle,
+    plugins: PluginsHandle,
+    status: Arc<IngestStatus>,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<()> {
+    while let Some(ev) = rx.blocking_recv() {
+        status.queue_depth.store(rx.len() as u64, Relaxed);
+        let item = match ev {
+            SourceEvent::Line(line) => {
+                let now = now_ms();
+                status.lines_read.fetch_add(1, Relaxed);
+                status.bytes_read.fetch_add(line.length + 1, Relaxed);
+                status.last_line_ms.store(now, Relaxed);
+                if let Some(p) = &progress {
+                    p.inc(line.next_offset - line.offset);
+                }
+                let rs = rules.current();
+                let rows = route_line(&line, &rs, &plugins, &status);
+                SinkItem::Rows {
+                    rows,
+                    checkpoint: Some(((*line.path).clone(), line.checkpoint())),
+                    read_at_ms: now,
+                }
+            }
+            SourceEvent::Reset { path, reason } => {
+                tracing::info!(path = %path.display(), %reason, "file reset: reading it from the start");
+                continue;
+            }
+            SourceEvent::Removed(path) => SinkItem::Forget(path),
+            SourceEvent::CaughtUp => {
+                status.caught_up.store(true, Relaxed);
+                tracing::info!(
+                    lines = status.lines_read.load(Relaxed),
+                    "initial pass complete; following new lines"
+                );
+                continue;
+            }
+        };
+        if tx.blocking_send(item).is_err() {
+            // The writer stopped (its error is reported by the caller).
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One line → rows, or a dead letter saying why not. Never fails: whatever
+/// happens to a line is recorded and the pipeline moves on.
+pub fn route_line(line: &SourceLine, rules: &RuleSet, plugins: &PluginsHandle, status: &IngestStatus) -> Vec<Row> {
+    let source_file = line.path.to_string_lossy();
+    let dead = |stage: &str, error: String| -> Vec<Row> {
+        status.dead_letters.fetch_add(1, Relaxed);
+        tracing::warn!(file = %source_file, offset = line.offset, stage, %error, "line dead-lettered");
+        let keep = &line.bytes[..line.bytes.len().min(DEAD_LETTER_MAX_BYTES)];
+        let (text, secrets) = rules.redact_text(&String::from_utf8_lossy(keep));
+        status.redactions.fetch_add(secrets as u64, Relaxed);
+        // Raw bytes are kept (base64) only for lines that are not valid UTF-8
+        // and had nothing to redact: base64 would carry a secret past redaction.
+        let b64 = if std::str::from_utf8(keep).is_err() && secrets == 0 {
+            base64(keep)
+        } else {
+            String::new()
+        };
+        let truncated = line.truncated || keep.len() < line.bytes.len();
+        vec![dead_letter(&source_file, line.offset, line.length, stage, &error, text, b64, truncated)]
+    };
+    if line.truncated {
+        return dead(
+            "source",
+            format!(
+                "line is {} bytes, over source.max_line_bytes ({}); its first bytes are kept",
+                line.length,
+                line.bytes.len()
+            ),
+        );
+    }
+    let entry = match parse_line(&line.bytes) {
+        Ok(e) => e,
+        Err(e) => return dead("parse", e.to_string()),
+    };
+    let input = EntryInput {
+        doc: entry.raw,
+        project: &line.project,
+        source_file: &source_file,
+        offset: line.offset,
+    };
+    match rules.apply(input, plugins) {
+        Ok(routed) => {
+            status.entries_routed.fetch_add(1, Relaxed);
+            status.redactions.fetch_add(routed.redactions as u64, Relaxed);
+            routed.rows
+        }
+        Err(e) => dead("rules", e.to_string()),
+    }
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+    }
 }
