@@ -165,13 +165,9 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let cfg: Config = serde_yaml::from_str(&text).map_err(|e| match e.location() {
-            Some(loc) => anyhow::anyhow!(
-                "{}:{}:{}: {}",
-                path.display(),
-                loc.line(),
-                loc.column(),
-                e
-            ),
+            Some(loc) => {
+                anyhow::anyhow!("{}:{}:{}: {}", path.display(), loc.line(), loc.column(), e)
+            }
             None => anyhow::anyhow!("{}: {}", path.display(), e),
         })?;
         Ok(cfg)
@@ -194,7 +190,8 @@ impl Config {
                 self.clickhouse.compression
             );
         }
-        if self.clickhouse.mode == ClickHouseMode::Embedded && self.clickhouse.compression == "lz4" {
+        if self.clickhouse.mode == ClickHouseMode::Embedded && self.clickhouse.compression == "lz4"
+        {
             bail!("clickhouse.compression = lz4 needs a real server (clickhouse.mode = server)");
         }
         let db_ok = !self.clickhouse.database.is_empty()
@@ -203,7 +200,10 @@ impl Config {
                 .database
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !self.clickhouse.database.starts_with(|c: char| c.is_ascii_digit());
+            && !self
+                .clickhouse
+                .database
+                .starts_with(|c: char| c.is_ascii_digit());
         if !db_ok {
             bail!(
                 "database name `{}` must match [A-Za-z_][A-Za-z0-9_]*",
@@ -271,6 +271,10 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("bad-name"));
         let mut c = Config::default();
         c.clickhouse.compression = "lz4".into();
-        assert!(c.validate().unwrap_err().to_string().contains("real server"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("real server"));
     }
 }

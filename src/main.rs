@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "claude-ingest", version, about = "Claude Code session logs → rules / WASM plugins → ClickHouse")]
+#[command(
+    name = "claude-ingest",
+    version,
+    about = "Claude Code session logs → rules / WASM plugins → ClickHouse"
+)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -38,13 +42,23 @@ struct GlobalArgs {
     clickhouse_url: Option<String>,
     #[arg(long, global = true, env = "CLICKHOUSE_USER")]
     clickhouse_user: Option<String>,
-    #[arg(long, global = true, env = "CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
     clickhouse_password: Option<String>,
     /// ClickHouse database name (default claude_logs).
     #[arg(long, global = true, env = "CLAUDE_INGEST_DATABASE")]
     database: Option<String>,
     /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text", env = "CLAUDE_INGEST_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "text",
+        env = "CLAUDE_INGEST_LOG_FORMAT"
+    )]
     log_format: String,
 }
 

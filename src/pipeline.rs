@@ -110,9 +110,11 @@ pub async fn connect(cfg: &Config) -> Result<Connection> {
         ClickHouseMode::Embedded => {
             let python = cfg.clickhouse.python.clone();
             let dir = cfg.embedded_data_dir();
-            let e = tokio::task::spawn_blocking(move || EmbeddedClickHouse::start(python.as_deref(), &dir))
-                .await
-                .context("embedded engine start-up panicked")??;
+            let e = tokio::task::spawn_blocking(move || {
+                EmbeddedClickHouse::start(python.as_deref(), &dir)
+            })
+            .await
+            .context("embedded engine start-up panicked")??;
             (e.url().to_string(), Some(e))
         }
     };
@@ -228,13 +230,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -328,7 +331,14 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     let router_status = status.clone();
     let router_progress = progress.clone();
     let router = tokio::task::spawn_blocking(move || {
-        route_loop(src_rx, sink_tx, router_rules, router_plugins, router_status, router_progress)
+        route_loop(
+            src_rx,
+            sink_tx,
+            router_rules,
+            router_plugins,
+            router_status,
+            router_progress,
+        )
     });
     let writer_task = tokio::spawn(run_writer(writer, sink_rx));
 
@@ -481,7 +491,12 @@ fn route_loop(
 
 /// One line → rows, or a dead letter saying why not. Never fails: whatever
 /// happens to a line is recorded and the pipeline moves on.
-pub fn route_line(line: &SourceLine, rules: &RuleSet, plugins: &PluginsHandle, status: &IngestStatus) -> Vec<Row> {
+pub fn route_line(
+    line: &SourceLine,
+    rules: &RuleSet,
+    plugins: &PluginsHandle,
+    status: &IngestStatus,
+) -> Vec<Row> {
     let source_file = line.path.to_string_lossy();
     let dead = |stage: &str, error: String| -> Vec<Row> {
         status.dead_letters.fetch_add(1, Relaxed);
@@ -497,7 +512,16 @@ pub fn route_line(line: &SourceLine, rules: &RuleSet, plugins: &PluginsHandle, s
             String::new()
         };
         let truncated = line.truncated || keep.len() < line.bytes.len();
-        vec![dead_letter(&source_file, line.offset, line.length, stage, &error, text, b64, truncated)]
+        vec![dead_letter(
+            &source_file,
+            line.offset,
+            line.length,
+            stage,
+            &error,
+            text,
+            b64,
+            truncated,
+        )]
     };
     if line.truncated {
         return dead(
@@ -522,7 +546,9 @@ pub fn route_line(line: &SourceLine, rules: &RuleSet, plugins: &PluginsHandle, s
     match rules.apply(input, plugins) {
         Ok(routed) => {
             status.entries_routed.fetch_add(1, Relaxed);
-            status.redactions.fetch_add(routed.redactions as u64, Relaxed);
+            status
+                .redactions
+                .fetch_add(routed.redactions as u64, Relaxed);
             routed.rows
         }
         Err(e) => dead("rules", e.to_string()),
@@ -533,7 +559,11 @@ fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -550,7 +580,13 @@ fn base64(data: &[u8]) -> String {
 mod tests {
     #[test]
     fn base64_matches_the_rfc_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(super::base64(i.as_bytes()), o);
         }
     }

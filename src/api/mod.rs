@@ -27,12 +27,20 @@ async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<serde_json::Val
     let mut body = serde_json::to_value(&snap).unwrap_or_default();
     body["clickhouse_reachable"] = serde_json::Value::Bool(ch.is_ok());
     (
-        if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
         Json(body),
     )
 }
 
-pub async fn serve(addr: &str, state: ApiState, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    addr: &str,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -72,7 +72,9 @@ pub struct Entry {
 pub enum ParseError {
     #[error("empty line")]
     Empty,
-    #[error("line is {length} bytes, over the {limit}-byte limit (kept truncated in the dead letter)")]
+    #[error(
+        "line is {length} bytes, over the {limit}-byte limit (kept truncated in the dead letter)"
+    )]
     TooLong { length: u64, limit: u64 },
     #[error("invalid UTF-8 at byte {at}")]
     InvalidUtf8 { at: usize },
@@ -127,7 +129,10 @@ pub fn parse_line(bytes: &[u8]) -> Result<Entry, ParseError> {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
     let end = b
         .iter()
         .rposition(|c| !c.is_ascii_whitespace())
@@ -253,7 +258,10 @@ mod tests {
         assert_eq!(e.model(), Some("claude-sonnet-4-5"));
         assert_eq!(e.request_id(), Some("req_1"));
         let u = e.usage().unwrap();
-        assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_input_tokens), (10, 5, 7));
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cache_read_input_tokens),
+            (10, 5, 7)
+        );
         let b = e.blocks();
         assert_eq!(b.len(), 3);
         assert!(matches!(b[2], Block::ToolUse { name: "Read", .. }));
@@ -263,20 +271,27 @@ mod tests {
 
     #[test]
     fn tolerant_of_odd_types_and_unknown_kinds() {
-        let e = parse_line(br#"{"type":"file-history-snapshot","uuid":5,"message":"str","isSidechain":"yes"}"#).unwrap();
+        let e = parse_line(
+            br#"{"type":"file-history-snapshot","uuid":5,"message":"str","isSidechain":"yes"}"#,
+        )
+        .unwrap();
         assert_eq!(e.kind, EntryKind::Other("file-history-snapshot".into()));
         assert_eq!(e.uuid(), None);
         assert!(!e.is_sidechain());
         assert!(e.blocks().is_empty());
         assert_eq!(parse_line(b"{}").unwrap().kind, EntryKind::Untyped);
-        let e = parse_line(br#"{"type":"user","message":{"role":"user","content":"plain"}}"#).unwrap();
+        let e =
+            parse_line(br#"{"type":"user","message":{"role":"user","content":"plain"}}"#).unwrap();
         assert_eq!(e.blocks(), vec![Block::Text("plain")]);
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
         assert_eq!(parse_line(b"   "), Err(ParseError::Empty));
-        assert!(matches!(parse_line(b"{\"a\":"), Err(ParseError::Json { .. })));
+        assert!(matches!(
+            parse_line(b"{\"a\":"),
+            Err(ParseError::Json { .. })
+        ));
         assert_eq!(
             parse_line(b"[1,2]"),
             Err(ParseError::NotAnObject { found: "an array" })

@@ -1,3 +1,14 @@
 //! Sandboxed WASM plugins (wasmtime) called from rules.
+//!
+//! The guest ABI is documented in `plugins/README.md`; [`host`] implements it
+//! and [`reload`] adds hot reloading on top.
 
 pub mod api;
+pub mod host;
+pub mod reload;
+
+pub use host::{PluginHost, PluginLimits, PluginLoadError, MAX_OUTPUT_BYTES};
+pub use reload::{spawn_plugin_watcher, PluginsHandle, ReloadReport};
+
+#[cfg(test)]
+mod tests;

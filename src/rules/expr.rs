@@ -384,7 +384,12 @@ impl Parser<'_> {
     }
     fn rel(&mut self) -> PResult<Node> {
         let l = self.add()?;
-        for (s, op) in [("<=", BinOp::Le), (">=", BinOp::Ge), ("<", BinOp::Lt), (">", BinOp::Gt)] {
+        for (s, op) in [
+            ("<=", BinOp::Le),
+            (">=", BinOp::Ge),
+            ("<", BinOp::Lt),
+            (">", BinOp::Gt),
+        ] {
             if self.eat_op(s) {
                 let r = self.add()?;
                 return Ok(Node::Bin(op, Box::new(l), Box::new(r)));
@@ -525,7 +530,10 @@ impl Parser<'_> {
         let lit_str = |i: usize| -> Result<String, String> {
             match args.get(i) {
                 Some(Node::Lit(Value::String(s))) => Ok(s.clone()),
-                _ => Err(format!("argument {} of {name}() must be a string literal", i + 1)),
+                _ => Err(format!(
+                    "argument {} of {name}() must be a string literal",
+                    i + 1
+                )),
             }
         };
         let arity = |min: usize, max: usize| -> Result<(), String> {
@@ -533,7 +541,10 @@ impl Parser<'_> {
                 Err(if min == max {
                     format!("{name}() takes {min} argument(s), got {}", args.len())
                 } else {
-                    format!("{name}() takes {min} to {max} arguments, got {}", args.len())
+                    format!(
+                        "{name}() takes {min} to {max} arguments, got {}",
+                        args.len()
+                    )
                 })
             } else {
                 Ok(())
@@ -622,7 +633,9 @@ impl Parser<'_> {
                 arity(2, 2)?;
                 let list = lit_str(1)?;
                 if !self.env.globs.contains_key(&list) {
-                    return Err(format!("in_globs(): no glob list named `{list}` in `globs:`"));
+                    return Err(format!(
+                        "in_globs(): no glob list named `{list}` in `globs:`"
+                    ));
                 }
                 Func::InGlobs(list)
             }
@@ -1021,7 +1034,11 @@ fn call<'a>(f: &'a Func, args: &'a [Node], ctx: &Ctx<'a>) -> Cow<'a, Value> {
         }
         Func::Json => {
             let v = arg(0);
-            s(if v.is_null() { String::new() } else { v.to_string() })
+            s(if v.is_null() {
+                String::new()
+            } else {
+                v.to_string()
+            })
         }
         Func::Int => Cow::Owned(match num(&arg(0)) {
             Some(f) if f >= 0.0 => Value::from(f as u64),
@@ -1051,8 +1068,9 @@ fn call<'a>(f: &'a Func, args: &'a [Node], ctx: &Ctx<'a>) -> Cow<'a, Value> {
                 return Cow::Owned(num_value_f(0.0));
             };
             let t = |i: usize| num(&arg(i)).unwrap_or(0.0);
-            let usd = (t(1) * p.input + t(2) * p.output + t(3) * p.cache_write + t(4) * p.cache_read)
-                / 1_000_000.0;
+            let usd =
+                (t(1) * p.input + t(2) * p.output + t(3) * p.cache_write + t(4) * p.cache_read)
+                    / 1_000_000.0;
             Cow::Owned(num_value_f(usd))
         }
         Func::ContextWindow => {
@@ -1075,13 +1093,15 @@ fn call<'a>(f: &'a Func, args: &'a [Node], ctx: &Ctx<'a>) -> Cow<'a, Value> {
         Func::StartsWith => {
             let (a, b) = (arg(0), arg(1));
             Cow::Owned(Value::Bool(
-                a.as_str().is_some_and(|x| x.starts_with(as_text(&b).as_ref())),
+                a.as_str()
+                    .is_some_and(|x| x.starts_with(as_text(&b).as_ref())),
             ))
         }
         Func::EndsWith => {
             let (a, b) = (arg(0), arg(1));
             Cow::Owned(Value::Bool(
-                a.as_str().is_some_and(|x| x.ends_with(as_text(&b).as_ref())),
+                a.as_str()
+                    .is_some_and(|x| x.ends_with(as_text(&b).as_ref())),
             ))
         }
         Func::HasLabel => {
@@ -1164,7 +1184,9 @@ mod tests {
         gs.add(globset::Glob::new("**/.env").unwrap());
         env.globs.insert("sensitive".into(), gs.build().unwrap());
         env.pricing.push(PriceEntry {
-            pattern: globset::Glob::new("claude-sonnet-*").unwrap().compile_matcher(),
+            pattern: globset::Glob::new("claude-sonnet-*")
+                .unwrap()
+                .compile_matcher(),
             input: 3.0,
             output: 15.0,
             cache_write: 3.75,
@@ -1204,27 +1226,54 @@ mod tests {
         assert_eq!(ev("message.content[1].name", &d), json!("Read"));
         assert_eq!(ev("message.content.1.name", &d), json!("Read"));
         assert_eq!(ev("entry['weird-key'] + 1", &d), json!(2));
-        assert_eq!(ev("lookup('access', item.name, 'other')", &json!({"it": {"name": "Zap"}})), json!("other"));
+        assert_eq!(
+            ev(
+                "lookup('access', item.name, 'other')",
+                &json!({"it": {"name": "Zap"}})
+            ),
+            json!("other")
+        );
         assert_eq!(ev("lookup('access', 'Read')", &d), json!("read"));
-        assert_eq!(ev("in_globs(item.input.file_path, 'sensitive')", &d), json!(true));
+        assert_eq!(
+            ev("in_globs(item.input.file_path, 'sensitive')", &d),
+            json!(true)
+        );
         assert_eq!(ev("first_word(item.input.command)", &d), json!("rm"));
         assert_eq!(ev("extension('/a/b.Tar.GZ')", &d), json!("gz"));
         assert_eq!(ev("dirname('/a/b.c')", &d), json!("/a"));
-        assert_eq!(ev("cost(message.model, message.usage.input_tokens, 0, 0, 0)", &d), json!(3.0));
+        assert_eq!(
+            ev(
+                "cost(message.model, message.usage.input_tokens, 0, 0, 0)",
+                &d
+            ),
+            json!(3.0)
+        );
         assert_eq!(ev("cost('unknown', 5, 5, 5, 5)", &d), json!(0.0));
         assert_eq!(ev("context_window(message.model)", &d), json!(200000));
         assert_eq!(ev("preview('héllo', 2)", &d), json!("hé"));
-        assert_eq!(ev("sha256('abc')", &d), json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+        assert_eq!(
+            ev("sha256('abc')", &d),
+            json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
         assert_eq!(ev("$x.y * 2", &d), json!(14));
-        assert_eq!(ev("has_label('secret') && !has_label('x')", &d), json!(true));
+        assert_eq!(
+            ev("has_label('secret') && !has_label('x')", &d),
+            json!(true)
+        );
         assert_eq!(ev("text(message.content) =~ '^a\\nb$'", &d), json!(true));
         assert_eq!(ev(r#"matches('x123', '\d+')"#, &d), json!(true));
         assert_eq!(ev("coalesce(nope, null, 'z')", &d), json!("z"));
         assert_eq!(ev("if(n > 5, 'big', 'small')", &d), json!("small"));
-        assert_eq!(ev("iso_time('2026-01-02T03:04:05+01:00')", &d), json!("2026-01-02T02:04:05.000Z"));
+        assert_eq!(
+            ev("iso_time('2026-01-02T03:04:05+01:00')", &d),
+            json!("2026-01-02T02:04:05.000Z")
+        );
         assert_eq!(ev("1 / 0", &d), Value::Null);
         assert_eq!(ev("round(2 / 3, 2)", &d), json!(0.67));
-        assert_eq!(ev("union(['a', 'b'], if(true, ['b', 'c'], []), null, 'd')", &d), json!(["a", "b", "c", "d"]));
+        assert_eq!(
+            ev("union(['a', 'b'], if(true, ['b', 'c'], []), null, 'd')", &d),
+            json!(["a", "b", "c", "d"])
+        );
     }
 
     #[test]

@@ -264,11 +264,7 @@ impl RuleSet {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension()
-                            .is_some_and(|x| x == "yaml" || x == "yml")
-                })
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
                 .collect(),
             Err(e) => {
                 return Err(RuleErrors(vec![RuleError {
@@ -339,7 +335,9 @@ impl RuleSet {
                         cache_read: p.cache_read,
                         context_window: p.context_window,
                     }),
-                    Err(e) => errors.push(err(&p.model, format!("bad model glob `{}`: {e}", p.model))),
+                    Err(e) => {
+                        errors.push(err(&p.model, format!("bad model glob `{}`: {e}", p.model)))
+                    }
                 }
             }
             for (name, m) in &rf.maps {
@@ -350,7 +348,10 @@ impl RuleSet {
             for (name, list) in &rf.globs {
                 let mut b = globset::GlobSetBuilder::new();
                 for g in list {
-                    match globset::GlobBuilder::new(g).literal_separator(false).build() {
+                    match globset::GlobBuilder::new(g)
+                        .literal_separator(false)
+                        .build()
+                    {
                         Ok(g) => {
                             b.add(g);
                         }
@@ -368,7 +369,10 @@ impl RuleSet {
             }
             for r in &rf.redact {
                 if !pattern_names.insert(r.name.clone()) {
-                    errors.push(err(&r.name, format!("redact pattern `{}` is defined twice", r.name)));
+                    errors.push(err(
+                        &r.name,
+                        format!("redact pattern `{}` is defined twice", r.name),
+                    ));
                     continue;
                 }
                 match regex::Regex::new(&r.pattern) {
@@ -456,11 +460,9 @@ impl RuleSet {
                     _ => {
                         errs.borrow_mut().push(RuleError {
                             file: file.clone(),
-                            line: c
-                                .when
-                                .as_deref()
-                                .and_then(|w| locate(text, w)),
-                            message: "classify rule needs exactly one of `label` or `labels`".into(),
+                            line: c.when.as_deref().and_then(|w| locate(text, w)),
+                            message: "classify rule needs exactly one of `label` or `labels`"
+                                .into(),
                         });
                         None
                     }
@@ -486,7 +488,10 @@ impl RuleSet {
                     errs.borrow_mut().push(RuleError {
                         file: file.clone(),
                         line: locate(text, &t.table),
-                        message: format!("table name `{}` must match [A-Za-z_][A-Za-z0-9_]*", t.table),
+                        message: format!(
+                            "table name `{}` must match [A-Za-z_][A-Za-z0-9_]*",
+                            t.table
+                        ),
                     });
                     continue;
                 }
@@ -508,13 +513,17 @@ impl RuleSet {
                         errs.borrow_mut().push(RuleError {
                             file: file.clone(),
                             line: locate(text, col),
-                            message: format!("column name `{col}` must match [A-Za-z_][A-Za-z0-9_]*"),
+                            message: format!(
+                                "column name `{col}` must match [A-Za-z_][A-Za-z0-9_]*"
+                            ),
                         });
                         ok = false;
                         continue;
                     }
                     let e = match v {
-                        Value::String(s) => compile(s, &format!("table rule `{name}` column `{col}`")),
+                        Value::String(s) => {
+                            compile(s, &format!("table rule `{name}` column `{col}`"))
+                        }
                         other => Some(Expr::literal(other.clone())),
                     };
                     match e {
@@ -608,7 +617,11 @@ impl RuleSet {
     }
 
     /// Run the rule pack on one entry.
-    pub fn apply(&self, input: EntryInput<'_>, plugins: &dyn PluginCaller) -> Result<Routed, ApplyError> {
+    pub fn apply(
+        &self,
+        input: EntryInput<'_>,
+        plugins: &dyn PluginCaller,
+    ) -> Result<Routed, ApplyError> {
         let mut doc = input.doc;
         let mut hits = Vec::new();
         // 1. Secrets go first: nothing below (plugins, derived values, rows) sees them.

@@ -108,7 +108,10 @@ impl RulesHandle {
 
 /// Watch the rules dir (notify, plus a 1 s poll of names/sizes/mtimes as a
 /// fallback) and reload on change, debounced so an editor's save-dance is one reload.
-pub fn spawn_rules_watcher(handle: RulesHandle, shutdown: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+pub fn spawn_rules_watcher(
+    handle: RulesHandle,
+    shutdown: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("rules-watcher".into())
         .spawn(move || {

@@ -148,15 +148,15 @@ pub fn classify_error(err: &anyhow::Error) -> FailureKind {
 pub fn exception_code(text: &str) -> Option<u32> {
     let idx = text.find("Code: ")?;
     let rest = &text[idx + 6..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
 fn valid_identifier(name: &str) -> bool {
     !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
@@ -264,7 +264,8 @@ impl ChClient {
             .await?;
         let mut out: HashMap<String, HashSet<String>> = HashMap::new();
         for r in rows {
-            if let (Some(Value::String(t)), Some(Value::String(c))) = (r.get("table"), r.get("name"))
+            if let (Some(Value::String(t)), Some(Value::String(c))) =
+                (r.get("table"), r.get("name"))
             {
                 out.entry(t.clone()).or_default().insert(c.clone());
             }
@@ -306,7 +307,11 @@ impl ChClient {
 
     /// Run a read query with server-side parameters (`{name:Type}` in the SQL,
     /// values passed separately: user input never becomes SQL text).
-    pub async fn query_json(&self, sql: &str, params: &[(&str, Value)]) -> Result<Vec<Map<String, Value>>> {
+    pub async fn query_json(
+        &self,
+        sql: &str,
+        params: &[(&str, Value)],
+    ) -> Result<Vec<Map<String, Value>>> {
         let bytes = self.query_bytes(sql, params, "JSONEachRow").await?;
         let mut out = Vec::new();
         for line in bytes.split(|b| *b == b'\n') {
@@ -321,7 +326,12 @@ impl ChClient {
     }
 
     /// Raw query output in `format`.
-    pub async fn query_bytes(&self, sql: &str, params: &[(&str, Value)], format: &str) -> Result<Vec<u8>> {
+    pub async fn query_bytes(
+        &self,
+        sql: &str,
+        params: &[(&str, Value)],
+        format: &str,
+    ) -> Result<Vec<u8>> {
         let mut q = self
             .db
             .query_raw(sql)
@@ -443,10 +453,16 @@ mod server_tests {
         let row = json!({"uuid": "u1", "session_id": "s1", "project": "p", "timestamp": "2026-01-02T03:04:05.678Z",
                          "entry_type": "user", "content": "hi ' \\\" {x}", "is_sidechain": true, "labels": ["a"]});
         let data = bytes::Bytes::from(format!("{row}\n"));
-        ch.insert_json_each_row("claude_messages", data.clone(), "b1:m").await.unwrap();
-        ch.insert_json_each_row("claude_messages", data.clone(), "b1:m").await.unwrap();
+        ch.insert_json_each_row("claude_messages", data.clone(), "b1:m")
+            .await
+            .unwrap();
+        ch.insert_json_each_row("claude_messages", data.clone(), "b1:m")
+            .await
+            .unwrap();
         assert_eq!(ch.count("claude_messages", false).await.unwrap(), 1);
-        ch.insert_json_each_row("claude_messages", data, "b2:m").await.unwrap();
+        ch.insert_json_each_row("claude_messages", data, "b2:m")
+            .await
+            .unwrap();
         assert_eq!(ch.count("claude_messages", false).await.unwrap(), 2);
         assert_eq!(ch.count("claude_messages", true).await.unwrap(), 1);
         // the MV saw exactly the two accepted blocks
@@ -464,10 +480,18 @@ mod server_tests {
             .unwrap();
         assert_eq!(r[0]["content"], json!("hi ' \\\" {x}"));
         let err = ch
-            .insert_json_each_row("claude_messages", bytes::Bytes::from("{\"timestamp\": \"not a date\"}\n"), "b3:m")
+            .insert_json_each_row(
+                "claude_messages",
+                bytes::Bytes::from("{\"timestamp\": \"not a date\"}\n"),
+                "b3:m",
+            )
             .await
             .unwrap_err();
-        assert_eq!(super::classify_error(&err), super::FailureKind::Data, "{err:#}");
+        assert_eq!(
+            super::classify_error(&err),
+            super::FailureKind::Data,
+            "{err:#}"
+        );
         ch.drop_database().await.unwrap();
     }
 }

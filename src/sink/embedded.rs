@@ -50,7 +50,11 @@ impl EmbeddedClickHouse {
     }
 
     /// Same, on a given port (0 = any free one).
-    pub fn start_on_port(python: Option<&Path>, data_dir: &Path, port: u16) -> Result<EmbeddedClickHouse> {
+    pub fn start_on_port(
+        python: Option<&Path>,
+        data_dir: &Path,
+        port: u16,
+    ) -> Result<EmbeddedClickHouse> {
         let python = python.map(Path::to_path_buf).unwrap_or_else(default_python);
         if !python.exists() {
             bail!(
@@ -69,15 +73,27 @@ impl EmbeddedClickHouse {
             .arg(&script)
             .arg("--path")
             .arg(data_dir.join("data"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--exit-on-stdin-eof"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--exit-on-stdin-eof",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {}", python.display()))?;
         let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin pipe"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("no stderr pipe"))?;
 
         let (tx, rx) = mpsc::channel::<String>();
         std::thread::Builder::new()

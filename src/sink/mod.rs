@@ -3,7 +3,7 @@
 
 pub mod clickhouse;
 pub mod embedded;
-pub mod testing;
-pub mod status;
 pub mod spool;
+pub mod status;
+pub mod testing;
 pub mod writer;

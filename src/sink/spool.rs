@@ -23,7 +23,11 @@ pub struct SpooledBatch {
 }
 
 impl SpooledBatch {
-    pub fn new(batch_id: String, rows: Vec<Row>, checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>) -> Self {
+    pub fn new(
+        batch_id: String,
+        rows: Vec<Row>,
+        checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>,
+    ) -> Self {
         let mut tables: BTreeMap<String, Vec<crate::row::Columns>> = BTreeMap::new();
         for r in rows {
             tables.entry(r.table).or_default().push(r.columns);
@@ -95,7 +99,10 @@ impl Spool {
         files.sort();
         let mut out = Vec::new();
         for f in files {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(&f);
                 continue;
@@ -134,7 +141,11 @@ mod tests {
         };
         let b = SpooledBatch::new(
             "0001-1-1".into(),
-            vec![Row::new("a").with("x", 1), Row::new("b").with("y", "z"), Row::new("a").with("x", 2)],
+            vec![
+                Row::new("a").with("x", 1),
+                Row::new("b").with("y", "z"),
+                Row::new("a").with("x", 2),
+            ],
             vec![(PathBuf::from("/f"), Some(cp)), (PathBuf::from("/g"), None)],
         );
         assert_eq!(b.row_count(), 3);

@@ -97,7 +97,11 @@ impl IngestStatus {
             queue_depth: self.queue_depth.load(Relaxed),
             queue_capacity: self.queue_capacity.load(Relaxed),
             pending_rows: self.pending_rows.load(Relaxed),
-            ingestion_lag_ms: if oldest == 0 { 0 } else { now.saturating_sub(oldest) },
+            ingestion_lag_ms: if oldest == 0 {
+                0
+            } else {
+                now.saturating_sub(oldest)
+            },
             last_line_age_ms: age(self.last_line_ms.load(Relaxed)),
             last_insert_age_ms: age(self.last_insert_ms.load(Relaxed)),
             caught_up: self.caught_up.load(Relaxed),

@@ -16,7 +16,8 @@ pub fn server_url() -> String {
         return url;
     }
     let started = EMBEDDED.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("claude-ingest-test-ch-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("claude-ingest-test-ch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         EmbeddedClickHouse::start(None, &dir)
             .map(|e| (e.url().to_string(), e))

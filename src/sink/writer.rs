@@ -65,7 +65,16 @@ pub struct Writer {
 }
 
 /// Build a dead-letter row (the schema of `claude_dead_letters`).
-pub fn dead_letter(source_file: &str, offset: u64, length: u64, stage: &str, error: &str, raw_line: String, raw_base64: String, truncated: bool) -> Row {
+pub fn dead_letter(
+    source_file: &str,
+    offset: u64,
+    length: u64,
+    stage: &str,
+    error: &str,
+    raw_line: String,
+    raw_base64: String,
+    truncated: bool,
+) -> Row {
     Row::new(DEAD_LETTER_TABLE)
         .with("source_file", source_file)
         .with("source_offset", offset)
@@ -126,7 +135,11 @@ impl Writer {
     }
 
     /// Spool, insert and commit one batch.
-    pub async fn write(&mut self, rows: Vec<Row>, checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>) -> Result<()> {
+    pub async fn write(
+        &mut self,
+        rows: Vec<Row>,
+        checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>,
+    ) -> Result<()> {
         if rows.is_empty() {
             if !checkpoints.is_empty() {
                 self.checkpoints.commit(&checkpoints)?;
@@ -156,7 +169,10 @@ impl Writer {
                 }
                 continue;
             };
-            let rows: Vec<Columns> = rows.iter().map(|r| self.keep_known(table, &known, r)).collect();
+            let rows: Vec<Columns> = rows
+                .iter()
+                .map(|r| self.keep_known(table, &known, r))
+                .collect();
             let token = format!("{}:{}", batch.batch_id, table);
             match self.insert_retrying(table, &rows, &token).await {
                 Ok(()) => stored += rows.len() as u64,
@@ -166,7 +182,10 @@ impl Writer {
                     tracing::warn!(table, error = %format!("{e:#}"), "batch rejected; retrying row by row");
                     for (i, r) in rows.iter().enumerate() {
                         let token = format!("{}:{}:{}", batch.batch_id, table, i);
-                        match self.insert_retrying(table, std::slice::from_ref(r), &token).await {
+                        match self
+                            .insert_retrying(table, std::slice::from_ref(r), &token)
+                            .await
+                        {
                             Ok(()) => stored += 1,
                             Err(e) if classify_error(&e) == FailureKind::Data => {
                                 dead.push(self.sink_dead_letter(r, &format!("{e:#}")))
@@ -181,9 +200,12 @@ impl Writer {
         if !dead.is_empty() {
             let rows: Vec<Columns> = dead.into_iter().map(|r| r.columns).collect();
             let token = format!("{}:{}:sink", batch.batch_id, DEAD_LETTER_TABLE);
-            self.insert_retrying(DEAD_LETTER_TABLE, &rows, &token).await?;
+            self.insert_retrying(DEAD_LETTER_TABLE, &rows, &token)
+                .await?;
             self.stats.dead_letters += rows.len() as u64;
-            self.status.dead_letters.fetch_add(rows.len() as u64, Relaxed);
+            self.status
+                .dead_letters
+                .fetch_add(rows.len() as u64, Relaxed);
         }
         self.checkpoints.commit(&batch.checkpoints)?;
         self.spool.remove(&batch.batch_id)?;
@@ -200,7 +222,16 @@ impl Writer {
         let file = r.get("source_file").and_then(Value::as_str).unwrap_or("");
         let offset = r.get("source_offset").and_then(Value::as_u64).unwrap_or(0);
         let raw = Value::Object(r.clone()).to_string();
-        dead_letter(file, offset, raw.len() as u64, "sink", error, raw, String::new(), false)
+        dead_letter(
+            file,
+            offset,
+            raw.len() as u64,
+            "sink",
+            error,
+            raw,
+            String::new(),
+            false,
+        )
     }
 
     /// Drop columns the table does not have (warning once per column) rather than
@@ -241,7 +272,11 @@ impl Writer {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.client.insert_json_each_row(table, data.clone(), token).await {
+            match self
+                .client
+                .insert_json_each_row(table, data.clone(), token)
+                .await
+            {
                 Ok(()) => {
                     if self.status.clickhouse_down.swap(false, Relaxed) {
                         tracing::info!("ClickHouse is reachable again");
@@ -267,7 +302,10 @@ impl Writer {
 }
 
 /// The writer task: batches items from `rx` until it closes, then flushes.
-pub async fn run_writer(mut writer: Writer, mut rx: mpsc::Receiver<SinkItem>) -> Result<WriterStats> {
+pub async fn run_writer(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<SinkItem>,
+) -> Result<WriterStats> {
     let status = writer.status.clone();
     let mut rows: Vec<Row> = Vec::new();
     let mut cps: HashMap<PathBuf, Option<FileCheckpoint>> = HashMap::new();
@@ -289,11 +327,18 @@ pub async fn run_writer(mut writer: Writer, mut rx: mpsc::Receiver<SinkItem>) ->
                 closed = true;
                 flush_now = true;
             }
-            Some(Some(SinkItem::Rows { rows: r, checkpoint, read_at_ms })) => {
+            Some(Some(SinkItem::Rows {
+                rows: r,
+                checkpoint,
+                read_at_ms,
+            })) => {
                 status.pending_rows.fetch_add(r.len() as u64, Relaxed);
-                let _ = status
-                    .oldest_pending_ms
-                    .compare_exchange(0, read_at_ms.max(1), Relaxed, Relaxed);
+                let _ = status.oldest_pending_ms.compare_exchange(
+                    0,
+                    read_at_ms.max(1),
+                    Relaxed,
+                    Relaxed,
+                );
                 rows.extend(r);
                 if let Some((p, cp)) = checkpoint {
                     cps.insert(p, Some(cp));
@@ -315,7 +360,9 @@ pub async fn run_writer(mut writer: Writer, mut rx: mpsc::Receiver<SinkItem>) ->
             let n = batch_rows.len() as u64;
             let batch_cps: Vec<_> = cps.drain().collect();
             writer.write(batch_rows, batch_cps).await?;
-            status.pending_rows.fetch_sub(n.min(status.pending_rows.load(Relaxed)), Relaxed);
+            status
+                .pending_rows
+                .fetch_sub(n.min(status.pending_rows.load(Relaxed)), Relaxed);
             status.oldest_pending_ms.store(0, Relaxed);
         }
         if flush_now {

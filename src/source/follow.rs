@@ -32,7 +32,10 @@ pub struct SourceConfig {
 pub enum SourceEvent {
     Line(SourceLine),
     /// The file was truncated or replaced; reading restarts at offset 0.
-    Reset { path: PathBuf, reason: String },
+    Reset {
+        path: PathBuf,
+        reason: String,
+    },
     /// The file was deleted: forget its checkpoint once earlier lines are stored.
     Removed(PathBuf),
     /// Every file that existed at start has been read to its end.
@@ -65,7 +68,13 @@ pub fn discover(root: &Path, patterns: &[String]) -> Result<Vec<PathBuf>> {
     let set = matcher(patterns)?;
     let depth = patterns
         .iter()
-        .map(|p| if p.contains("**") { 16 } else { p.split('/').count() })
+        .map(|p| {
+            if p.contains("**") {
+                16
+            } else {
+                p.split('/').count()
+            }
+        })
         .max()
         .unwrap_or(1);
     let mut out = Vec::new();
@@ -369,7 +378,10 @@ impl Tailer<'_> {
                 return false;
             }
         }
-        let mut new: Vec<&PathBuf> = found.iter().filter(|p| !self.files.contains_key(*p)).collect();
+        let mut new: Vec<&PathBuf> = found
+            .iter()
+            .filter(|p| !self.files.contains_key(*p))
+            .collect();
         new.sort();
         for p in new {
             tracing::info!(path = %p.display(), "new session file");

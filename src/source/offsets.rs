@@ -126,8 +126,11 @@ mod tests {
             offset: 10,
             fingerprint: fingerprint_bytes(b"abc"),
         };
-        s.commit(&[(PathBuf::from("/a"), Some(cp)), (PathBuf::from("/b"), Some(cp))])
-            .unwrap();
+        s.commit(&[
+            (PathBuf::from("/a"), Some(cp)),
+            (PathBuf::from("/b"), Some(cp)),
+        ])
+        .unwrap();
         s.commit(&[(PathBuf::from("/b"), None)]).unwrap();
         let s2 = CheckpointStore::open(&p).unwrap();
         assert_eq!(s2.get(Path::new("/a")), Some(cp));

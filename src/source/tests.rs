@@ -22,14 +22,24 @@ fn write(p: &Path, s: &[u8]) {
 }
 
 fn append(p: &Path, s: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(p).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(p)
+        .unwrap();
     f.write_all(s).unwrap();
 }
 
 /// One pass (follow = false): every event, in order.
 fn pass(root: &Path, start: HashMap<PathBuf, FileCheckpoint>, max: usize) -> Vec<SourceEvent> {
     let (tx, mut rx) = mpsc::channel(1000);
-    run_source(&cfg(root, false, max), start, tx, Arc::new(AtomicBool::new(false))).unwrap();
+    run_source(
+        &cfg(root, false, max),
+        start,
+        tx,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
     let mut out = Vec::new();
     while let Ok(e) = rx.try_recv() {
         out.push(e);
@@ -61,7 +71,10 @@ fn reads_complete_lines_with_exact_offsets_and_projects() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("proj-a/s1.jsonl");
     write(&f, b"{\"a\":1}\r\n\n   \n{\"b\":2}\n{\"partial\":");
-    write(&d.path().join("proj-a/s1/subagents/agent-1.jsonl"), b"{\"sub\":1}\n");
+    write(
+        &d.path().join("proj-a/s1/subagents/agent-1.jsonl"),
+        b"{\"sub\":1}\n",
+    );
     write(&d.path().join("proj-a/notes.txt"), b"ignored\n");
     write(&d.path().join("deep/x/y/z.jsonl"), b"ignored\n");
     let evs = pass(d.path(), HashMap::new(), 1024);
@@ -133,7 +146,13 @@ fn huge_lines_are_truncated_not_buffered() {
     let evs = pass(d.path(), HashMap::new(), 1024);
     let ls: Vec<&SourceLine> = evs
         .iter()
-        .filter_map(|e| if let SourceEvent::Line(l) = e { Some(l) } else { None })
+        .filter_map(|e| {
+            if let SourceEvent::Line(l) = e {
+                Some(l)
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(ls.len(), 2);
     assert!(ls[0].truncated);
@@ -146,10 +165,18 @@ fn huge_lines_are_truncated_not_buffered() {
 #[test]
 fn missing_root_is_a_clear_error() {
     let (tx, _rx) = mpsc::channel(1);
-    let err = run_source(&cfg(Path::new("/no/such/root"), false, 1024), HashMap::new(), tx, Arc::new(AtomicBool::new(false)))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("/no/such/root") && err.contains("does not exist"), "{err}");
+    let err = run_source(
+        &cfg(Path::new("/no/such/root"), false, 1024),
+        HashMap::new(),
+        tx,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("/no/such/root") && err.contains("does not exist"),
+        "{err}"
+    );
 }
 
 struct Live {
@@ -164,8 +191,16 @@ impl Live {
         let stop = Arc::new(AtomicBool::new(false));
         let c = cfg(root, true, 1024);
         let s = stop.clone();
-        let handle = std::thread::spawn(move || run_source(&c, HashMap::new(), tx, s).map(|_| ()).map_err(|e| e.to_string()));
-        Live { rx, stop, handle: Some(handle) }
+        let handle = std::thread::spawn(move || {
+            run_source(&c, HashMap::new(), tx, s)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        Live {
+            rx,
+            stop,
+            handle: Some(handle),
+        }
     }
 
     fn next(&mut self) -> SourceEvent {

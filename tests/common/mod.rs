@@ -50,6 +50,16 @@ pub async fn count(client: &ChClient, sql: &str) -> u64 {
     }
 }
 
+/// Like `count`, but 0 while the database or table does not exist yet.
+pub async fn try_count(client: &ChClient, sql: &str) -> u64 {
+    client
+        .query_json(sql, &[])
+        .await
+        .ok()
+        .and_then(|r| r.first().and_then(|r| r.values().next().and_then(Value::as_u64)))
+        .unwrap_or(0)
+}
+
 /// Poll until `sql` returns `want` (or time out with the last value).
 pub async fn wait_count(client: &ChClient, sql: &str, want: u64, timeout: Duration) -> u64 {
     let t0 = Instant::now();
@@ -58,7 +68,10 @@ pub async fn wait_count(client: &ChClient, sql: &str, want: u64, timeout: Durati
             .query_json(sql, &[])
             .await
             .ok()
-            .and_then(|r| r.first().and_then(|r| r.values().next().and_then(Value::as_u64)))
+            .and_then(|r| {
+                r.first()
+                    .and_then(|r| r.values().next().and_then(Value::as_u64))
+            })
             .unwrap_or(0);
         if got == want || t0.elapsed() > timeout {
             return got;

@@ -1,0 +1,115 @@
+//! Cost per entry of the rule engine alone and with one WASM plugin called on
+//! every entry: prints entries/s for both and the overhead ratio.
+//!
+//! `cargo bench --bench rules_plugins` (needs `plugins/build.sh` to have run;
+//! env BENCH_ENTRIES, default 30000).
+
+use claude_ingest::parse::parse_line;
+use claude_ingest::plugins::api::{NoPlugins, PluginCaller};
+use claude_ingest::plugins::{PluginLimits, PluginsHandle};
+use claude_ingest::rules::{EntryInput, RuleSet};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn entries(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 3 {
+            0 => json!({"type": "user", "uuid": format!("u{i}"), "sessionId": "s", "timestamp": "2026-10-01T10:00:00.000Z",
+                        "message": {"role": "user", "content": format!("Please fix bug {i} in src/lib.rs and run the tests")}}),
+            1 => json!({"type": "assistant", "uuid": format!("a{i}"), "sessionId": "s", "timestamp": "2026-10-01T10:00:01.000Z",
+                        "message": {"role": "assistant", "model": "claude-sonnet-4-5-20250929",
+                          "content": [{"type": "text", "text": "Running:\n```bash\ncargo test\n```"},
+                                      {"type": "tool_use", "id": format!("t{i}"), "name": "Bash", "input": {"command": if i % 2 == 0 { "rm -rf target" } else { "cargo test" }}}],
+                          "usage": {"input_tokens": 10, "output_tokens": 100, "cache_read_input_tokens": 30000}}}),
+            _ => json!({"type": "user", "uuid": format!("r{i}"), "sessionId": "s", "timestamp": "2026-10-01T10:00:02.000Z",
+                        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("t{}", i - 1), "content": "test result: ok. 12 passed"}]}}),
+        }.to_string())
+        .collect()
+}
+
+fn measure(rules: &RuleSet, plugins: &dyn PluginCaller, lines: &[String]) -> (f64, usize) {
+    let mut rows = 0;
+    let t0 = Instant::now();
+    for (i, l) in lines.iter().enumerate() {
+        let e = parse_line(l.as_bytes()).expect("valid");
+        let r = rules
+            .apply(
+                EntryInput {
+                    doc: e.raw,
+                    project: "p",
+                    source_file: "/r/p/s.jsonl",
+                    offset: i as u64,
+                },
+                plugins,
+            )
+            .expect("routes");
+        rows += r.rows.len();
+    }
+    (lines.len() as f64 / t0.elapsed().as_secs_f64(), rows)
+}
+
+fn pack(repo: &Path, extra: Option<&str>) -> RuleSet {
+    let mut sources: Vec<(PathBuf, String)> = std::fs::read_dir(repo.join("rules"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && !p.ends_with("50-plugins.yaml"))
+        .map(|p| {
+            let t = std::fs::read_to_string(&p).unwrap();
+            (p, t)
+        })
+        .collect();
+    sources.sort();
+    if let Some(x) = extra {
+        sources.push((PathBuf::from("bench-plugin.yaml"), x.to_string()));
+    }
+    RuleSet::from_sources(&sources).unwrap()
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lines = entries(n);
+    let dist = repo.join("plugins/dist");
+    let limits = PluginLimits {
+        fuel: 10_000_000,
+        timeout: Duration::from_millis(100),
+        memory_bytes: 16 << 20,
+    };
+    let (plugins, rejected) = PluginsHandle::load(&dist, limits).expect("plugins dir");
+    assert!(rejected.is_empty(), "plugins rejected: {rejected:?}");
+    assert!(
+        plugins.names().iter().any(|p| p == "dangerous_bash"),
+        "run plugins/build.sh first (no dangerous_bash in {})",
+        dist.display()
+    );
+
+    let plain = pack(repo, None);
+    let with_plugin = pack(repo, Some("plugins:\n  - plugin: dangerous_bash\n"));
+    // warm up both paths
+    measure(&plain, &NoPlugins, &lines[..lines.len().min(2000)]);
+    measure(&with_plugin, &plugins, &lines[..lines.len().min(2000)]);
+
+    let (a, rows_a) = measure(&plain, &NoPlugins, &lines);
+    let (b, rows_b) = measure(&with_plugin, &plugins, &lines);
+    assert_eq!(rows_a, rows_b, "the classifier adds labels, not rows");
+    println!(
+        "entries: {n} (user / assistant with Bash tool call / tool result, default rule pack)"
+    );
+    println!(
+        "rules only:                 {a:>9.0} entries/s  ({:.2} µs/entry)",
+        1e6 / a
+    );
+    println!(
+        "rules + dangerous_bash.wasm: {b:>9.0} entries/s  ({:.2} µs/entry)",
+        1e6 / b
+    );
+    println!(
+        "plugin overhead: {:.2}x the rules-only cost, +{:.2} µs/entry",
+        a / b,
+        1e6 / b - 1e6 / a
+    );
+}

@@ -1,0 +1,622 @@
+//! The wasmtime plugin host: validates and compiles plugin modules, and runs
+//! one plugin call in a fresh, resource-limited sandbox.
+//!
+//! Design (see `plugins/README.md` for the guest-side ABI):
+//! - One [`Engine`] per plugin directory (shared by every reload of it) with
+//!   fuel metering and epoch interruption; a single ticker thread bumps the
+//!   epoch every [`EPOCH_TICK`] and exits once the engine is dropped.
+//! - Modules are compiled once (keyed by content hash so reloads skip
+//!   unchanged files) and pre-linked into an [`InstancePre`].
+//! - Every call gets a fresh `Store` + instance. Plugins therefore cannot keep
+//!   state between entries, and a call that traps, loops or exhausts memory
+//!   leaves nothing poisoned behind. With the pooling allocator instantiation
+//!   is a few microseconds, so reuse would buy little and cost isolation.
+
+use super::api::{PluginCaller, PluginError, PluginOutput};
+use crate::config::PluginSection;
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use wasmtime::{
+    Caller, Config, Engine, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker,
+    Module, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, ValType,
+};
+
+/// How often the background thread advances the engine epoch; the wall-clock
+/// limit of a call is enforced with this granularity.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Largest output (JSON bytes) a plugin may return.
+pub const MAX_OUTPUT_BYTES: usize = 4 << 20;
+/// Longest `env.log` message kept; the rest is cut off.
+const MAX_LOG_BYTES: usize = 512;
+/// `env.log` lines accepted per call; later ones are counted and dropped so a
+/// chatty plugin cannot flood the host log.
+const MAX_LOGS_PER_CALL: u32 = 16;
+/// Concurrent plugin instances the pooling allocator has slots for.
+const POOL_INSTANCES: u32 = 128;
+const WASM_PAGE: u64 = 64 * 1024;
+
+/// Per-call resource limits, normally taken from the `plugins:` config section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Instruction budget (wasmtime fuel) per call; 0 = unlimited.
+    pub fuel: u64,
+    /// Wall-clock limit per call; zero = unlimited.
+    pub timeout: Duration,
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl PluginLimits {
+    pub fn from_section(section: &PluginSection) -> PluginLimits {
+        PluginLimits {
+            fuel: section.fuel,
+            timeout: Duration::from_millis(section.timeout_ms),
+            memory_bytes: usize::try_from(section.memory_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The memory cap rounded up to whole wasm pages (what the guest can use).
+    fn memory_cap(&self) -> u64 {
+        let bytes = (self.memory_bytes as u64).max(WASM_PAGE);
+        bytes.div_ceil(WASM_PAGE) * WASM_PAGE
+    }
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits::from_section(&PluginSection::default())
+    }
+}
+
+impl From<&PluginSection> for PluginLimits {
+    fn from(section: &PluginSection) -> Self {
+        PluginLimits::from_section(section)
+    }
+}
+
+/// A plugin file that could not be loaded (it is skipped; others still load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLoadError {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for PluginLoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.reason)
+    }
+}
+
+impl std::error::Error for PluginLoadError {}
+
+/// What a running plugin instance can see of the host.
+pub(crate) struct CallState {
+    limits: StoreLimits,
+    plugin: Arc<str>,
+    logs: u32,
+}
+
+/// Engine + linker shared by every host built for one plugin directory, so
+/// modules compiled by an earlier load can be reused by a reload.
+pub(crate) struct EngineCtx {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: PluginLimits,
+    /// Epoch ticks a call may run before it is interrupted (None = no limit).
+    deadline_ticks: Option<u64>,
+}
+
+impl EngineCtx {
+    pub(crate) fn new(limits: PluginLimits) -> Result<Arc<EngineCtx>> {
+        match EngineCtx::with_pooling(limits, true) {
+            Ok(ctx) => Ok(ctx),
+            Err(err) => {
+                // The pool reserves a lot of address space up front; a host
+                // with a tight `ulimit -v` still gets working (slower) plugins.
+                tracing::warn!(error = %format!("{err:#}"), "pooling allocator unavailable, falling back to on-demand instances");
+                EngineCtx::with_pooling(limits, false)
+            }
+        }
+    }
+
+    pub(crate) fn with_pooling(limits: PluginLimits, pooling: bool) -> Result<Arc<EngineCtx>> {
+        let engine = build_engine(limits, pooling)?;
+        let mut linker = Linker::new(&engine);
+        linker
+            .func_wrap("env", "log", host_log)
+            .map_err(|e| anyhow!("cannot define env.log: {e:#}"))?;
+        let deadline_ticks = (!limits.timeout.is_zero()).then(|| {
+            // One extra tick: the first increment may land right after the
+            // call starts, so this never interrupts before `timeout`.
+            limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
+        });
+        let ctx = Arc::new(EngineCtx {
+            engine,
+            linker,
+            limits,
+            deadline_ticks,
+        });
+        spawn_epoch_ticker(Arc::downgrade(&ctx))?;
+        Ok(ctx)
+    }
+
+    /// Validate the ABI of and pre-link a module from `bytes` (wasm or wat).
+    pub(crate) fn compile(&self, name: &str, bytes: &[u8]) -> Result<InstancePre<CallState>> {
+        let module = Module::new(&self.engine, bytes).map_err(|e| {
+            // wasmtime's wat/validation errors are multi-line; keep them whole.
+            anyhow!("does not compile: {e:#}")
+        })?;
+        check_abi(&module, self.limits.memory_cap())?;
+        self.linker
+            .instantiate_pre(&module)
+            .map_err(|e| anyhow!("cannot link plugin `{name}`: {e:#}"))
+    }
+}
+
+fn build_engine(limits: PluginLimits, pooling: bool) -> Result<Engine> {
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(POOL_INSTANCES)
+            .total_memories(POOL_INSTANCES)
+            .total_tables(POOL_INSTANCES)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .table_elements(10_000)
+            .max_memory_size(usize::try_from(limits.memory_cap()).unwrap_or(usize::MAX))
+            // Keep a small warm prefix resident so reusing a slot avoids page faults.
+            .linear_memory_keep_resident(256 * 1024);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))
+}
+
+/// One thread per engine advances the epoch; it holds only a weak reference
+/// so it ends as soon as the last host using the engine is gone.
+fn spawn_epoch_ticker(ctx: Weak<EngineCtx>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("plugin-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match ctx.upgrade() {
+                Some(ctx) => ctx.engine.increment_epoch(),
+                None => break,
+            }
+        })
+        .context("cannot start the plugin epoch thread")?;
+    Ok(())
+}
+
+fn host_log(mut caller: Caller<'_, CallState>, ptr: i32, len: i32) {
+    let state = caller.data_mut();
+    state.logs += 1;
+    if state.logs > MAX_LOGS_PER_CALL {
+        if state.logs == MAX_LOGS_PER_CALL + 1 {
+            tracing::debug!(plugin = %state.plugin, "plugin log limit reached, dropping further lines of this call");
+        }
+        return;
+    }
+    let plugin = state.plugin.clone();
+    let Some(memory) = caller
+        .get_export("memory")
+        .and_then(|export| export.into_memory())
+    else {
+        return;
+    };
+    let data = memory.data(&caller);
+    let start = ptr as u32 as usize;
+    let len = (len as u32 as usize).min(MAX_LOG_BYTES);
+    let Some(bytes) = data.get(start..start.saturating_add(len).min(data.len())) else {
+        tracing::debug!(plugin = %plugin, ptr, "plugin logged from an out-of-bounds pointer");
+        return;
+    };
+    tracing::debug!(plugin = %plugin, message = %String::from_utf8_lossy(bytes), "plugin log");
+}
+
+fn func_sig(ty: &FuncType) -> String {
+    let list = |tys: &mut dyn Iterator<Item = ValType>| {
+        tys.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "({}) -> ({})",
+        list(&mut ty.params()),
+        list(&mut ty.results())
+    )
+}
+
+/// Reject anything outside the ABI at load time, with a message a plugin
+/// author can act on, instead of failing on every call later.
+fn check_abi(module: &Module, memory_cap: u64) -> Result<()> {
+    for import in module.imports() {
+        let ok = import.module() == "env"
+            && import.name() == "log"
+            && matches!(import.ty(), ExternType::Func(ref f) if func_sig(f) == "(i32, i32) -> ()");
+        if !ok {
+            bail!(
+                "unsupported import `{}.{}` ({}): plugins may only import env.log(i32, i32) \
+                 (no WASI: no files, network or clock)",
+                import.module(),
+                import.name(),
+                describe_extern(&import.ty())
+            );
+        }
+    }
+    match module.get_export("memory") {
+        Some(ExternType::Memory(mem)) => {
+            if mem.is_64() || mem.is_shared() {
+                bail!("export `memory` must be a plain 32-bit, non-shared memory");
+            }
+            let min_bytes = mem.minimum().saturating_mul(mem.page_size());
+            if min_bytes > memory_cap {
+                bail!(
+                    "memory starts at {} KiB, above the plugin memory limit of {} KiB",
+                    min_bytes / 1024,
+                    memory_cap / 1024
+                );
+            }
+        }
+        Some(other) => bail!(
+            "export `memory` must be a memory, found {}",
+            describe_extern(&other)
+        ),
+        None => bail!("missing export `memory`"),
+    }
+    for (name, expected) in [
+        ("alloc", "(i32) -> (i32)"),
+        ("process", "(i32, i32) -> (i64)"),
+    ] {
+        match module.get_export(name) {
+            Some(ExternType::Func(f)) if func_sig(&f) == expected => {}
+            Some(ExternType::Func(f)) => bail!(
+                "export `{name}` has signature {}, expected {expected}",
+                func_sig(&f)
+            ),
+            Some(other) => bail!(
+                "export `{name}` must be a function {expected}, found {}",
+                describe_extern(&other)
+            ),
+            None => bail!("missing export `{name}`: expected a function {expected}"),
+        }
+    }
+    Ok(())
+}
+
+fn describe_extern(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(f) => format!("function {}", func_sig(f)),
+        ExternType::Global(_) => "global".into(),
+        ExternType::Table(_) => "table".into(),
+        ExternType::Memory(_) => "memory".into(),
+        ExternType::Tag(_) => "tag".into(),
+    }
+}
+
+/// Loaded plugins by name.
+pub(crate) type Plugins = BTreeMap<String, Arc<LoadedPlugin>>;
+
+/// One compiled plugin.
+pub(crate) struct LoadedPlugin {
+    pub(crate) name: Arc<str>,
+    pub(crate) file: PathBuf,
+    pub(crate) hash: [u8; 32],
+    pre: InstancePre<CallState>,
+}
+
+/// Candidate plugin files directly in `dir`, sorted by file name; a missing
+/// directory has none.
+pub(crate) fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read plugins dir {}", dir.display()))
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read plugins dir {}", dir.display()))?;
+        let path = entry.path();
+        let is_plugin = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("wasm") | Some("wat")
+        );
+        // `is_file` follows symlinks, so a dist dir of links works too.
+        if is_plugin && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The plugin name of a file: its stem, restricted so that rule files and log
+/// lines can name it unambiguously.
+pub(crate) fn plugin_name(file: &Path) -> Result<String> {
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| anyhow!("file name is not valid UTF-8"))?;
+    let valid = !stem.is_empty()
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        bail!("plugin name `{stem}` may only contain letters, digits, `_` and `-`");
+    }
+    Ok(stem.to_string())
+}
+
+pub(crate) fn content_hash(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Compile every plugin file in `dir`, reusing `previous` plugins whose file
+/// content is unchanged. Returns the new set plus per-file failures, each with
+/// the plugin name ("" if none) so a reload can keep the old version.
+pub(crate) fn load_files(
+    ctx: &EngineCtx,
+    dir: &Path,
+    previous: &Plugins,
+) -> Result<(Plugins, Vec<(String, PluginLoadError)>)> {
+    let mut plugins = BTreeMap::new();
+    let mut failed = Vec::new();
+    for file in scan_dir(dir)? {
+        let reject = |name: &str, reason: String| {
+            (
+                name.to_string(),
+                PluginLoadError {
+                    file: file.clone(),
+                    reason,
+                },
+            )
+        };
+        let name = match plugin_name(&file) {
+            Ok(name) => name,
+            Err(e) => {
+                failed.push(reject("", format!("{e:#}")));
+                continue;
+            }
+        };
+        if let Some(first) = plugins
+            .get(&name)
+            .map(|p: &Arc<LoadedPlugin>| p.file.clone())
+        {
+            // foo.wasm sorts before foo.wat, so the binary wins consistently.
+            failed.push(reject(
+                "",
+                format!(
+                    "duplicate plugin name `{name}` (already loaded from {})",
+                    first.display()
+                ),
+            ));
+            continue;
+        }
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                failed.push(reject(&name, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let hash = content_hash(&bytes);
+        if let Some(old) = previous.get(&name) {
+            if old.hash == hash && old.file == file {
+                plugins.insert(name, old.clone());
+                continue;
+            }
+        }
+        match ctx.compile(&name, &bytes) {
+            Ok(pre) => {
+                plugins.insert(
+                    name.clone(),
+                    Arc::new(LoadedPlugin {
+                        name: name.into(),
+                        file,
+                        hash,
+                        pre,
+                    }),
+                );
+            }
+            Err(e) => failed.push(reject(&name, format!("{e:#}"))),
+        }
+    }
+    Ok((plugins, failed))
+}
+
+/// A set of compiled plugins, callable by name. Cheap to share (`Send + Sync`).
+pub struct PluginHost {
+    pub(crate) ctx: Arc<EngineCtx>,
+    pub(crate) plugins: Plugins,
+}
+
+impl PluginHost {
+    /// Compile every `*.wasm` / `*.wat` directly in `dir` (a missing dir means
+    /// no plugins, not an error). A module that fails to compile/validate or
+    /// has a bad ABI is skipped and reported in the returned Vec.
+    pub fn load_dir(
+        dir: &Path,
+        limits: PluginLimits,
+    ) -> Result<(PluginHost, Vec<PluginLoadError>)> {
+        PluginHost::load_dir_with(EngineCtx::new(limits)?, dir)
+    }
+
+    pub(crate) fn load_dir_with(
+        ctx: Arc<EngineCtx>,
+        dir: &Path,
+    ) -> Result<(PluginHost, Vec<PluginLoadError>)> {
+        let (plugins, failed) = load_files(&ctx, dir, &BTreeMap::new())?;
+        let errors: Vec<PluginLoadError> = failed.into_iter().map(|(_, e)| e).collect();
+        for err in &errors {
+            tracing::error!(file = %err.file.display(), reason = %err.reason, "plugin rejected");
+        }
+        tracing::info!(dir = %dir.display(), plugins = ?plugins.keys().collect::<Vec<_>>(), "plugins loaded");
+        Ok((PluginHost { ctx, plugins }, errors))
+    }
+
+    /// Names of the loaded plugins, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.plugins.keys().cloned().collect()
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> PluginLimits {
+        self.ctx.limits
+    }
+
+    fn run(&self, plugin: &LoadedPlugin, input: &[u8]) -> Result<PluginOutput, PluginError> {
+        let ctx = &*self.ctx;
+        let name = &*plugin.name;
+        let trap = |reason: String| PluginError::Trap {
+            plugin: name.to_string(),
+            reason,
+        };
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(ctx.limits.memory_cap()).unwrap_or(usize::MAX))
+            .instances(1)
+            .memories(1)
+            .tables(1)
+            .table_elements(10_000)
+            // memory.grow past the cap returns -1, as the spec allows.
+            .trap_on_grow_failure(false)
+            .build();
+        let mut store = Store::new(
+            &ctx.engine,
+            CallState {
+                limits,
+                plugin: plugin.name.clone(),
+                logs: 0,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        let fuel = if ctx.limits.fuel == 0 {
+            u64::MAX
+        } else {
+            ctx.limits.fuel
+        };
+        store
+            .set_fuel(fuel)
+            .map_err(|e| trap(format!("cannot set fuel: {e}")))?;
+        // "Unlimited" is a deadline that cannot be reached; not u64::MAX,
+        // which wasmtime adds to the current epoch.
+        store.set_epoch_deadline(ctx.deadline_ticks.unwrap_or(u64::MAX / 4));
+        store.epoch_deadline_trap();
+
+        let classify = |err: wasmtime::Error| self.classify(name, err);
+        let instance = plugin.pre.instantiate(&mut store).map_err(classify)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| trap("export `memory` disappeared".into()))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "alloc")
+            .map_err(|e| trap(format!("{e:#}")))?;
+        let process = instance
+            .get_typed_func::<(i32, i32), i64>(&mut store, "process")
+            .map_err(|e| trap(format!("{e:#}")))?;
+
+        let len = i32::try_from(input.len())
+            .map_err(|_| trap(format!("input of {} bytes is too large", input.len())))?;
+        let ptr = alloc.call(&mut store, len).map_err(classify)?;
+        // alloc(len) returning 0 or a negative value is how a guest says "out of memory".
+        let in_start = ptr as u32 as usize;
+        if ptr == 0 || in_start.saturating_add(input.len()) > memory.data_size(&store) {
+            return Err(trap(format!(
+                "alloc({len}) returned {ptr}, not a buffer inside memory ({} bytes) - out of memory?",
+                memory.data_size(&store)
+            )));
+        }
+        memory
+            .write(&mut store, in_start, input)
+            .map_err(|e| trap(format!("cannot write input: {e}")))?;
+
+        let packed = process.call(&mut store, (ptr, len)).map_err(classify)?;
+        let out_ptr = (packed as u64 >> 32) as usize;
+        let out_len = (packed as u64 & 0xffff_ffff) as usize;
+        let bad = |reason: String| PluginError::BadOutput {
+            plugin: name.to_string(),
+            reason,
+        };
+        if out_len > MAX_OUTPUT_BYTES {
+            return Err(bad(format!(
+                "output of {out_len} bytes exceeds the {MAX_OUTPUT_BYTES}-byte limit"
+            )));
+        }
+        let data = memory.data(&store);
+        let out = data.get(out_ptr..out_ptr + out_len).ok_or_else(|| {
+            bad(format!(
+                "output range {out_ptr}+{out_len} is outside guest memory ({} bytes)",
+                data.len()
+            ))
+        })?;
+        parse_output(name, out)
+    }
+
+    fn classify(&self, plugin: &str, err: wasmtime::Error) -> PluginError {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
+                plugin: plugin.to_string(),
+                fuel: self.ctx.limits.fuel,
+            },
+            Some(Trap::Interrupt) => PluginError::Timeout {
+                plugin: plugin.to_string(),
+                millis: self.ctx.limits.timeout.as_millis() as u64,
+            },
+            _ => PluginError::Trap {
+                plugin: plugin.to_string(),
+                // `{:#}` keeps the wasm backtrace context (function names).
+                reason: format!("{err:#}"),
+            },
+        }
+    }
+}
+
+/// `{"error": "..."}` — the only other shape a plugin may return.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportedError {
+    error: String,
+}
+
+fn parse_output(plugin: &str, out: &[u8]) -> Result<PluginOutput, PluginError> {
+    match serde_json::from_slice::<PluginOutput>(out) {
+        Ok(output) => Ok(output),
+        Err(first) => match serde_json::from_slice::<ReportedError>(out) {
+            Ok(reported) => Err(PluginError::Reported {
+                plugin: plugin.to_string(),
+                message: reported.error,
+            }),
+            Err(_) => {
+                let preview: String = String::from_utf8_lossy(&out[..out.len().min(200)]).into();
+                Err(PluginError::BadOutput {
+                    plugin: plugin.to_string(),
+                    reason: format!("{first} (output starts with {preview:?})"),
+                })
+            }
+        },
+    }
+}
+
+impl PluginCaller for PluginHost {
+    fn call(&self, name: &str, input: &[u8]) -> Result<PluginOutput, PluginError> {
+        let plugin = self
+            .plugins
+            .get(name)
+            .ok_or_else(|| PluginError::NotFound(name.to_string()))?;
+        let result = self.run(plugin, input);
+        if let Err(err) = &result {
+            tracing::debug!(plugin = name, error = %err, "plugin call failed");
+        }
+        result
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.plugins.contains_key(name)
+    }
+}
