@@ -113,11 +113,13 @@ fn main() {
 
     // Stage 2: the whole pipeline into ClickHouse.
     let settings = testing::settings("bench_ingest");
-    let mut cfg = Config::default();
-    cfg.root = root.path().to_path_buf();
-    cfg.state_dir = state.path().to_path_buf();
-    cfg.rules_dir = repo.join("rules");
-    cfg.plugins_dir = state.path().join("none");
+    let mut cfg = Config {
+        root: root.path().to_path_buf(),
+        state_dir: state.path().to_path_buf(),
+        rules_dir: repo.join("rules"),
+        plugins_dir: state.path().join("none"),
+        ..Config::default()
+    };
     cfg.clickhouse.mode = ClickHouseMode::Server;
     cfg.clickhouse.url = settings.url.clone();
     cfg.clickhouse.database = settings.database.clone();

@@ -115,4 +115,11 @@ if ((${#c_sources[@]})); then
         log "built $name.wasm"
     done
 fi
+# Tables a plugin writes: examples/<name>/table.sql -> dist/<name>.sql (the engine
+# applies every *.sql of the plugins dir on start, CREATE ... IF NOT EXISTS).
+for sql in "$src"/*/table.sql; do
+    [[ -e "$sql" ]] || continue
+    name="$(basename "$(dirname "$sql")")"
+    cmp -s "$sql" "$out/$name.sql" || { cp "$sql" "$out/$name.sql.tmp" && mv -f "$out/$name.sql.tmp" "$out/$name.sql"; }
+done
 log "plugins in $out: $(cd "$out" && ls -- *.wasm *.wat 2>/dev/null | tr '\n' ' ')"

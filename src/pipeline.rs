@@ -22,7 +22,7 @@ use crate::sink::clickhouse::{schema_script, ChClient, ChSettings};
 use crate::sink::embedded::EmbeddedClickHouse;
 use crate::sink::spool::Spool;
 use crate::sink::status::{now_ms, IngestStatus};
-use crate::sink::writer::{dead_letter, run_writer, SinkItem, Writer, WriterConfig};
+use crate::sink::writer::{run_writer, DeadLetter, SinkItem, Writer, WriterConfig};
 use crate::source::{run_source, CheckpointStore, SourceConfig, SourceEvent, SourceLine};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -388,9 +388,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         let _ = w.join();
     }
     if let Some(t) = api_task {
-        match tokio::time::timeout(Duration::from_secs(5), t).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "API server error"),
-            Ok(_) | Err(_) => {}
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), t).await {
+            tracing::warn!(error = %format!("{e:#}"), "API server error");
         }
     }
     if let Some(p) = &progress {
@@ -512,16 +511,17 @@ pub fn route_line(
             String::new()
         };
         let truncated = line.truncated || keep.len() < line.bytes.len();
-        vec![dead_letter(
-            &source_file,
-            line.offset,
-            line.length,
+        vec![DeadLetter {
+            source_file: &source_file,
+            offset: line.offset,
+            length: line.length,
             stage,
-            &error,
-            text,
-            b64,
+            error: &error,
+            raw_line: text,
+            raw_base64: b64,
             truncated,
-        )]
+        }
+        .into_row()]
     };
     if line.truncated {
         return dead(

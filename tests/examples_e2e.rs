@@ -236,7 +236,10 @@ async fn examples_land_exactly_and_idempotently() {
         count(&ch, "SELECT sum(messages) FROM daily_session_summary").await,
         n("message_lines")
     );
-    assert_eq!(count(&ch, "SELECT sum(s) FROM (SELECT uniqMerge(sessions) AS s FROM daily_session_summary GROUP BY date, project)").await >= n("session_count"), true);
+    assert_eq!(
+        count(&ch, "SELECT sum(s) FROM (SELECT uniqMerge(sessions) AS s FROM daily_session_summary GROUP BY date, project)").await,
+        count(&ch, "SELECT count() FROM (SELECT DISTINCT toDate(timestamp), project, session_id FROM claude_messages)").await
+    );
 
     // dead letters carry the reason and the (redacted) raw line
     assert_eq!(

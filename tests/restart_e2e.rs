@@ -27,25 +27,27 @@ fn spawn_engine(
     state: &Path,
     plugins: &Path,
 ) -> Engine {
-    Engine(Command::new(env!("CARGO_BIN_EXE_claude-ingest"))
-        .arg("--config")
-        .arg(cfg_file)
-        .arg("--root")
-        .arg(root)
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--rules")
-        .arg(repo().join("rules"))
-        .arg("--plugins")
-        .arg(plugins)
-        .args(["--clickhouse-url", url, "--database", db])
-        .args(["ingest", "--no-api"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start claude-ingest"))
+    Engine(
+        Command::new(env!("CARGO_BIN_EXE_claude-ingest"))
+            .arg("--config")
+            .arg(cfg_file)
+            .arg("--root")
+            .arg(root)
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--rules")
+            .arg(repo().join("rules"))
+            .arg("--plugins")
+            .arg(plugins)
+            .args(["--clickhouse-url", url, "--database", db])
+            .args(["ingest", "--no-api"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start claude-ingest"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

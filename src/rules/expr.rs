@@ -1028,7 +1028,7 @@ fn call<'a>(f: &'a Func, args: &'a [Node], ctx: &Ctx<'a>) -> Cow<'a, Value> {
             // Skip leading `VAR=value` assignments and `sudo`, so `FOO=1 sudo rm -rf` → `rm`.
             let word = t
                 .split_whitespace()
-                .find(|w| !(w.contains('=') && !w.starts_with('-')) && *w != "sudo")
+                .find(|w| (w.starts_with('-') || !w.contains('=')) && *w != "sudo")
                 .unwrap_or("");
             s(word.rsplit('/').next().unwrap_or("").to_string())
         }

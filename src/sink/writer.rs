@@ -64,26 +64,32 @@ pub struct Writer {
     pub stats: WriterStats,
 }
 
-/// Build a dead-letter row (the schema of `claude_dead_letters`).
-pub fn dead_letter(
-    source_file: &str,
-    offset: u64,
-    length: u64,
-    stage: &str,
-    error: &str,
-    raw_line: String,
-    raw_base64: String,
-    truncated: bool,
-) -> Row {
-    Row::new(DEAD_LETTER_TABLE)
-        .with("source_file", source_file)
-        .with("source_offset", offset)
-        .with("line_length", length)
-        .with("stage", stage)
-        .with("error", error)
-        .with("raw_line", raw_line)
-        .with("raw_base64", raw_base64)
-        .with("raw_truncated", truncated)
+/// A line (or row) that could not be stored, and why: one `claude_dead_letters` row.
+pub struct DeadLetter<'a> {
+    pub source_file: &'a str,
+    pub offset: u64,
+    pub length: u64,
+    pub stage: &'a str,
+    pub error: &'a str,
+    /// The raw text, already redacted.
+    pub raw_line: String,
+    /// Raw bytes (base64) for lines that are not valid UTF-8; may be empty.
+    pub raw_base64: String,
+    pub truncated: bool,
+}
+
+impl DeadLetter<'_> {
+    pub fn into_row(self) -> Row {
+        Row::new(DEAD_LETTER_TABLE)
+            .with("source_file", self.source_file)
+            .with("source_offset", self.offset)
+            .with("line_length", self.length)
+            .with("stage", self.stage)
+            .with("error", self.error)
+            .with("raw_line", self.raw_line)
+            .with("raw_base64", self.raw_base64)
+            .with("raw_truncated", self.truncated)
+    }
 }
 
 impl Writer {
@@ -222,16 +228,17 @@ impl Writer {
         let file = r.get("source_file").and_then(Value::as_str).unwrap_or("");
         let offset = r.get("source_offset").and_then(Value::as_u64).unwrap_or(0);
         let raw = Value::Object(r.clone()).to_string();
-        dead_letter(
-            file,
+        DeadLetter {
+            source_file: file,
             offset,
-            raw.len() as u64,
-            "sink",
+            length: raw.len() as u64,
+            stage: "sink",
             error,
-            raw,
-            String::new(),
-            false,
-        )
+            raw_line: raw,
+            raw_base64: String::new(),
+            truncated: false,
+        }
+        .into_row()
     }
 
     /// Drop columns the table does not have (warning once per column) rather than

@@ -17,11 +17,13 @@ pub fn repo() -> PathBuf {
 /// A config for the test server with a fresh database and its own state dir.
 pub fn config(prefix: &str, root: &Path, state: &Path) -> (Config, ChClient) {
     let settings = testing::settings(prefix);
-    let mut cfg = Config::default();
-    cfg.root = root.to_path_buf();
-    cfg.state_dir = state.to_path_buf();
-    cfg.rules_dir = repo().join("rules");
-    cfg.plugins_dir = state.join("no-plugins");
+    let mut cfg = Config {
+        root: root.to_path_buf(),
+        state_dir: state.to_path_buf(),
+        rules_dir: repo().join("rules"),
+        plugins_dir: state.join("no-plugins"),
+        ..Config::default()
+    };
     cfg.clickhouse.mode = ClickHouseMode::Server;
     cfg.clickhouse.url = settings.url.clone();
     cfg.clickhouse.user = settings.user.clone();
@@ -56,7 +58,10 @@ pub async fn try_count(client: &ChClient, sql: &str) -> u64 {
         .query_json(sql, &[])
         .await
         .ok()
-        .and_then(|r| r.first().and_then(|r| r.values().next().and_then(Value::as_u64)))
+        .and_then(|r| {
+            r.first()
+                .and_then(|r| r.values().next().and_then(Value::as_u64))
+        })
         .unwrap_or(0)
 }
 

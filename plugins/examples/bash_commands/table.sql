@@ -1,5 +1,6 @@
 -- Table filled by the bash_commands plugin: one row per Bash tool call.
--- Add this directory to `schema_dirs` in the config so the engine creates it.
+-- plugins/build.sh copies it into the plugins dir as bash_commands.sql; the engine
+-- applies every *.sql there on start (and when rows name a table it has not seen).
 CREATE TABLE IF NOT EXISTS plugin_bash_commands
 (
     session_id  String,
