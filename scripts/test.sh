@@ -11,6 +11,6 @@ bash scripts/setup-clickhouse.sh
 bash plugins/build.sh
 echo "== cargo fmt --check"; cargo fmt --all -- --check
 echo "== cargo clippy";      cargo clippy --locked --all-targets -- -D warnings
-echo "== cargo test";        cargo test --locked --all-targets -- --test-threads=2
+echo "== cargo test";        cargo test --locked --lib --bins --tests -- --test-threads=2
 echo "== dashboard in headless chromium"; bash tests/browser/run.sh
 echo "== all tests passed"
