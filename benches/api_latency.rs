@@ -20,9 +20,31 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-const TOOLS: &[&str] = &["Read", "Edit", "Bash", "Grep", "Write", "Glob", "TodoWrite", "WebFetch"];
-const MODELS: &[&str] = &["claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5-20251001"];
-const COMMANDS: &[&str] = &["cargo test", "git status", "npm run build", "ls -la", "pytest -q", "rm -rf target", "git diff", "make"];
+const TOOLS: &[&str] = &[
+    "Read",
+    "Edit",
+    "Bash",
+    "Grep",
+    "Write",
+    "Glob",
+    "TodoWrite",
+    "WebFetch",
+];
+const MODELS: &[&str] = &[
+    "claude-sonnet-4-5-20250929",
+    "claude-opus-4-1-20250805",
+    "claude-haiku-4-5-20251001",
+];
+const COMMANDS: &[&str] = &[
+    "cargo test",
+    "git status",
+    "npm run build",
+    "ls -la",
+    "pytest -q",
+    "rm -rf target",
+    "git diff",
+    "make",
+];
 
 /// A small deterministic PRNG (xorshift), so every run builds the same corpus.
 struct Rng(u64);
@@ -47,22 +69,37 @@ fn write_corpus(root: &Path, messages: usize) -> (usize, u64) {
     let (mut lines, mut bytes) = (0usize, 0u64);
     for s in 0..sessions {
         let project = format!("-home-dev-project-{:02}", s % 20);
-        let sid = format!("{:08x}-bench-4000-8000-{:012x}", s, rng.next() & 0xffff_ffff_ffff);
+        let sid = format!(
+            "{:08x}-bench-4000-8000-{:012x}",
+            s,
+            rng.next() & 0xffff_ffff_ffff
+        );
         let dir = root.join(&project);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{sid}.jsonl"))).unwrap());
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(dir.join(format!("{sid}.jsonl"))).unwrap(),
+        );
         let mut t = start + (s as i64 * 90 * 86400 / sessions as i64);
         let model = MODELS[s % MODELS.len()];
         for i in 0..per_session {
             if lines >= messages {
                 break;
             }
-            let ts = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            let ts = |t: i64| {
+                chrono::DateTime::from_timestamp(t, 0)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string()
+            };
             let tool = TOOLS[rng.below(TOOLS.len() as u64) as usize];
             let file = format!("/home/dev/{project}/src/mod_{}.rs", rng.below(60));
             let input = match tool {
-                "Bash" => json!({"command": COMMANDS[rng.below(COMMANDS.len() as u64) as usize], "description": "run"}),
-                "Grep" | "Glob" => json!({"pattern": "fn main", "path": format!("/home/dev/{project}/src")}),
+                "Bash" => {
+                    json!({"command": COMMANDS[rng.below(COMMANDS.len() as u64) as usize], "description": "run"})
+                }
+                "Grep" | "Glob" => {
+                    json!({"pattern": "fn main", "path": format!("/home/dev/{project}/src")})
+                }
                 "WebFetch" => json!({"url": "https://docs.example.com/x", "prompt": "summarise"}),
                 "TodoWrite" => json!({"todos": [{"content": "write tests", "status": "pending"}]}),
                 "Edit" => json!({"file_path": file, "old_string": "a", "new_string": "b"}),
@@ -105,8 +142,14 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let messages: usize = std::env::var("API_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let runs: usize = std::env::var("API_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let messages: usize = std::env::var("API_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runs: usize = std::env::var("API_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -114,7 +157,11 @@ fn main() {
     let (lines, bytes) = write_corpus(root.path(), messages);
     println!("corpus: {lines} message lines, {:.0} MiB, 2000 sessions, 20 projects, 90 days (generated in {:.1} s)", bytes as f64 / 1048576.0, t0.elapsed().as_secs_f64());
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let settings = testing::settings("bench_api");
     let mut cfg = Config {
         root: root.path().to_path_buf(),
@@ -128,7 +175,16 @@ fn main() {
     cfg.clickhouse.database = settings.database.clone();
     cfg.batch.max_rows = 20_000;
     let summary = rt
-        .block_on(run(&cfg, RunOptions { follow: false, listen: None, progress: false, shutdown: Arc::new(AtomicBool::new(false)), status_out: None }))
+        .block_on(run(
+            &cfg,
+            RunOptions {
+                follow: false,
+                listen: None,
+                progress: false,
+                shutdown: Arc::new(AtomicBool::new(false)),
+                status_out: None,
+            },
+        ))
         .unwrap();
     println!("ingested through the pipeline: {summary}");
     let ch = ChClient::new(settings).unwrap();
@@ -136,7 +192,14 @@ fn main() {
     assert_eq!(stored as usize, lines, "every message stored once");
     // Let background merges settle, as they would on a long-running server.
     rt.block_on(async {
-        for t in ["claude_messages", "claude_tool_usage", "claude_sessions", "claude_file_access", "claude_context_analysis", "daily_session_summary"] {
+        for t in [
+            "claude_messages",
+            "claude_tool_usage",
+            "claude_sessions",
+            "claude_file_access",
+            "claude_context_analysis",
+            "daily_session_summary",
+        ] {
             let _ = ch.execute(&format!("OPTIMIZE TABLE {t} FINAL")).await;
         }
     });
@@ -144,7 +207,10 @@ fn main() {
     let base = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(ApiState { client: ch.clone(), status: Arc::new(IngestStatus::new(16)) });
+        let app = router(ApiState {
+            client: ch.clone(),
+            status: Arc::new(IngestStatus::new(16)),
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         base
     });
@@ -161,7 +227,10 @@ fn main() {
         "/api/claude-tool-usage?from=2026-09-01&to=2026-09-07",
         "/healthz",
     ];
-    println!("{:<78} {:>8} {:>8} {:>8}", "endpoint", "p50 ms", "p95 ms", "max ms");
+    println!(
+        "{:<78} {:>8} {:>8} {:>8}",
+        "endpoint", "p50 ms", "p95 ms", "max ms"
+    );
     let mut worst_p95: f64 = 0.0;
     for ep in endpoints {
         let mut samples = Vec::with_capacity(runs);
@@ -179,7 +248,12 @@ fn main() {
         if ep != "/healthz" {
             worst_p95 = worst_p95.max(p95);
         }
-        println!("{ep:<78} {:>8.1} {:>8.1} {:>8.1}", pct(&samples, 0.5), p95, samples[samples.len() - 1]);
+        println!(
+            "{ep:<78} {:>8.1} {:>8.1} {:>8.1}",
+            pct(&samples, 0.5),
+            p95,
+            samples[samples.len() - 1]
+        );
     }
     // A full dashboard refresh: the seven panel queries at once, as the page does.
     let mut samples = Vec::new();
@@ -200,7 +274,13 @@ fn main() {
         samples.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     samples.sort_by(f64::total_cmp);
-    println!("{:<78} {:>8.1} {:>8.1} {:>8.1}", "full dashboard refresh (7 endpoints concurrently)", pct(&samples, 0.5), pct(&samples, 0.95), samples[samples.len() - 1]);
+    println!(
+        "{:<78} {:>8.1} {:>8.1} {:>8.1}",
+        "full dashboard refresh (7 endpoints concurrently)",
+        pct(&samples, 0.5),
+        pct(&samples, 0.95),
+        samples[samples.len() - 1]
+    );
     println!("worst single-endpoint p95: {worst_p95:.1} ms (target < 100 ms) on {stored} messages");
     rt.block_on(ch.drop_database()).unwrap();
 }

@@ -459,6 +459,7 @@ fn route_loop(
                     p.inc(line.next_offset - line.offset);
                 }
                 let rs = rules.current();
+                status.rules_generation.store(rules.generation(), Relaxed);
                 let rows = route_line(&line, &rs, &plugins, &status);
                 SinkItem::Rows {
                     rows,

@@ -13,28 +13,53 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 async fn get(base: &str, path: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("{base}{path}")).await.expect("request");
+    let r = reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("request");
     let code = r.status().as_u16();
     (code, r.json().await.expect("json body"))
 }
 
 fn sum(rows: &Value, key: &str) -> f64 {
-    rows.as_array().unwrap().iter().map(|r| r[key].as_f64().unwrap_or(0.0)).sum()
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[key].as_f64().unwrap_or(0.0))
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_answer_exactly_and_validate_input() {
-    let exp: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("examples/EXPECTED.json")).unwrap()).unwrap();
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/EXPECTED.json")).unwrap(),
+    )
+    .unwrap();
     let n = |k: &str| exp[k].as_u64().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let (cfg, ch) = config("api", &repo().join("examples/claude-projects"), state.path());
-    run(&cfg, RunOptions { follow: false, listen: None, progress: false, shutdown: Arc::new(AtomicBool::new(false)), status_out: None })
-        .await
-        .unwrap();
+    let (cfg, ch) = config(
+        "api",
+        &repo().join("examples/claude-projects"),
+        state.path(),
+    );
+    run(
+        &cfg,
+        RunOptions {
+            follow: false,
+            listen: None,
+            progress: false,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            status_out: None,
+        },
+    )
+    .await
+    .unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(ApiState { client: ch.clone(), status: Arc::new(IngestStatus::new(16)) });
+    let app = router(ApiState {
+        client: ch.clone(),
+        status: Arc::new(IngestStatus::new(16)),
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // overview: totals from the materialized view
@@ -43,7 +68,10 @@ async fn endpoints_answer_exactly_and_validate_input() {
     assert_eq!(ov["totals"]["messages"], n("message_lines"));
     assert_eq!(ov["totals"]["sessions"], n("session_count"));
     assert_eq!(ov["totals"]["projects"], n("project_count"));
-    assert_eq!(ov["projects"].as_array().unwrap().len() as u64, n("project_count"));
+    assert_eq!(
+        ov["projects"].as_array().unwrap().len() as u64,
+        n("project_count")
+    );
     assert_eq!(sum(&ov["daily"], "messages") as u64, n("message_lines"));
     assert!((ov["totals"]["cost"].as_f64().unwrap() - exp["cost"].as_f64().unwrap()).abs() < 1e-5);
 
@@ -51,9 +79,23 @@ async fn endpoints_answer_exactly_and_validate_input() {
     let (c, s) = get(&base, "/api/claude-sessions?limit=1000").await;
     assert_eq!(c, 200, "{s}");
     assert_eq!(s["totals"]["sessions"], n("session_count"));
-    assert_eq!(s["sessions"].as_array().unwrap().len() as u64, n("session_count"));
-    assert_eq!(sum(&s["sessions"], "output_tokens") as u64, n("output_tokens"));
-    assert_eq!(s["sessions"].as_array().unwrap().iter().filter(|r| r["summary"] != "").count() as u64, n("summary_lines"));
+    assert_eq!(
+        s["sessions"].as_array().unwrap().len() as u64,
+        n("session_count")
+    );
+    assert_eq!(
+        sum(&s["sessions"], "output_tokens") as u64,
+        n("output_tokens")
+    );
+    assert_eq!(
+        s["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["summary"] != "")
+            .count() as u64,
+        n("summary_lines")
+    );
     let (_, s2) = get(&base, "/api/claude-sessions?limit=2").await;
     assert_eq!(s2["sessions"].as_array().unwrap().len(), 2);
     let (_, webapp) = get(&base, "/api/claude-sessions?project=-home-dev-webapp").await;
@@ -68,17 +110,31 @@ async fn endpoints_answer_exactly_and_validate_input() {
     assert_eq!(t["totals"]["errors"], n("tool_errors"));
     assert_eq!(t["totals"]["pending"], 0);
     assert_eq!(t["totals"]["dangerous_commands"], n("dangerous_commands"));
-    let bash = t["tools"].as_array().unwrap().iter().find(|r| r["tool_name"] == "Bash").unwrap();
+    let bash = t["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tool_name"] == "Bash")
+        .unwrap();
     assert_eq!(bash["calls"], n("bash_calls"));
-    assert_eq!(sum(&t["top_errors"], "occurrences") as u64, n("tool_errors"));
+    assert_eq!(
+        sum(&t["top_errors"], "occurrences") as u64,
+        n("tool_errors")
+    );
     assert_eq!(sum(&t["bash_commands"], "runs") as u64, n("bash_calls"));
 
     // file access
     let (c, f) = get(&base, "/api/claude-file-access?limit=1000").await;
     assert_eq!(c, 200, "{f}");
     assert_eq!(f["totals"]["accesses"], n("file_accesses"));
-    assert_eq!(f["totals"]["sensitive_accesses"], n("sensitive_file_accesses"));
-    assert_eq!(f["sensitive_accesses"].as_array().unwrap().len() as u64, n("sensitive_file_accesses"));
+    assert_eq!(
+        f["totals"]["sensitive_accesses"],
+        n("sensitive_file_accesses")
+    );
+    assert_eq!(
+        f["sensitive_accesses"].as_array().unwrap().len() as u64,
+        n("sensitive_file_accesses")
+    );
     assert_eq!(sum(&f["files"], "accesses") as u64, n("file_accesses"));
     assert!(!f["heatmap"].as_array().unwrap().is_empty());
 
@@ -86,26 +142,46 @@ async fn endpoints_answer_exactly_and_validate_input() {
     let (c, ct) = get(&base, "/api/claude-context-trends?bucket=day").await;
     assert_eq!(c, 200, "{ct}");
     assert_eq!(sum(&ct["series"], "turns") as u64, n("usage_entries"));
-    assert_eq!(sum(&ct["series"], "cache_read") as u64, n("cache_read_input_tokens"));
+    assert_eq!(
+        sum(&ct["series"], "cache_read") as u64,
+        n("cache_read_input_tokens")
+    );
     let (_, hourly) = get(&base, "/api/claude-context-trends?bucket=hour").await;
     assert_eq!(sum(&hourly["series"], "turns") as u64, n("usage_entries"));
-    assert!(hourly["series"].as_array().unwrap().iter().any(|b| !b["bucket"].as_str().unwrap().ends_with("00:00:00")));
+    assert!(hourly["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| !b["bucket"].as_str().unwrap().ends_with("00:00:00")));
 
     // cost
     let (c, cost) = get(&base, "/api/claude-cost-analysis?limit=100").await;
     assert_eq!(c, 200, "{cost}");
     let total = exp["cost"].as_f64().unwrap();
     for key in ["by_day", "by_project", "by_model", "top_sessions"] {
-        assert!((sum(&cost[key], "cost") - total).abs() < 1e-4, "{key}: {}", cost[key]);
+        assert!(
+            (sum(&cost[key], "cost") - total).abs() < 1e-4,
+            "{key}: {}",
+            cost[key]
+        );
     }
     assert!(cost["burn_rate"]["cost_per_hour"].as_f64().unwrap() > 0.0);
 
     // security events
     let (c, sec) = get(&base, "/api/security-events").await;
     assert_eq!(c, 200, "{sec}");
-    assert!(sec["totals"]["secrets_redacted"].as_u64().unwrap() >= exp["secrets"].as_array().unwrap().len() as u64);
-    assert_eq!(sec["dangerous_commands"].as_array().unwrap().len() as u64, n("dangerous_commands"));
-    assert_eq!(sec["sensitive_files"].as_array().unwrap().len() as u64, n("sensitive_file_accesses"));
+    assert!(
+        sec["totals"]["secrets_redacted"].as_u64().unwrap()
+            >= exp["secrets"].as_array().unwrap().len() as u64
+    );
+    assert_eq!(
+        sec["dangerous_commands"].as_array().unwrap().len() as u64,
+        n("dangerous_commands")
+    );
+    assert_eq!(
+        sec["sensitive_files"].as_array().unwrap().len() as u64,
+        n("sensitive_file_accesses")
+    );
     assert_eq!(sec["dead_letters"][0]["lines"], n("malformed_lines"));
 
     // bad input: 400 with a message naming the parameter; quotes are data, not SQL
@@ -114,12 +190,18 @@ async fn endpoints_answer_exactly_and_validate_input() {
         ("/api/claude-sessions?limit=0", "limit"),
         ("/api/claude-tool-usage?limit=abc", "limit"),
         ("/api/claude-context-trends?bucket=week", "bucket"),
-        ("/api/claude-cost-analysis?from=2026-10-05&to=2026-10-01", "before"),
+        (
+            "/api/claude-cost-analysis?from=2026-10-05&to=2026-10-01",
+            "before",
+        ),
         ("/api/claude-file-access?order=desc", "unknown parameter"),
     ] {
         let (c, body) = get(&base, path).await;
         assert_eq!(c, 400, "{path}: {body}");
-        assert!(body["error"].as_str().unwrap().contains(needle), "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{path}: {body}"
+        );
     }
     let (c, inj) = get(&base, "/api/claude-sessions?project=x'%20OR%20'1'='1").await;
     assert_eq!(c, 200);
@@ -132,7 +214,16 @@ async fn endpoints_answer_exactly_and_validate_input() {
     assert_eq!(c, 200, "{h}");
     assert_eq!(h["clickhouse_reachable"], true);
     assert!(h.get("ingestion_lag_ms").is_some() && h.get("queue_depth").is_some());
-    let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
-    assert!(page.contains("<title>claude-ingest") && !page.contains("http://cdn") && !page.contains("https://"));
+    let page = reqwest::get(format!("{base}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<title>claude-ingest")
+            && !page.contains("http://cdn")
+            && !page.contains("https://")
+    );
     ch.drop_database().await.unwrap();
 }

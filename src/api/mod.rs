@@ -40,7 +40,10 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Upstream(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "API query failed");
-                (StatusCode::SERVICE_UNAVAILABLE, format!("ClickHouse query failed: {e:#}"))
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("ClickHouse query failed: {e:#}"),
+                )
             }
         };
         (code, Json(json!({ "error": msg }))).into_response()
@@ -64,12 +67,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/claude-context-trends", get(context_trends))
         .route("/api/claude-cost-analysis", get(cost_analysis))
         .route("/api/security-events", get(security_events))
-        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such endpoint"}))) })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such endpoint"})),
+            )
+        })
         .with_state(state)
 }
 
 /// Bind `addr`, log the URL, serve until `shutdown` resolves.
-pub async fn serve(addr: &str, state: ApiState, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    addr: &str,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -81,13 +93,14 @@ pub async fn serve(addr: &str, state: ApiState, shutdown: impl Future<Output = (
 }
 
 async fn dashboard() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(DASHBOARD),
-    )
+    ([(header::CACHE_CONTROL, "no-cache")], Html(DASHBOARD))
 }
 
-fn filters(q: &HashMap<String, String>, allowed: &[&str], default_limit: u32) -> Result<Filters, ApiError> {
+fn filters(
+    q: &HashMap<String, String>,
+    allowed: &[&str],
+    default_limit: u32,
+) -> Result<Filters, ApiError> {
     params::parse(q, allowed, default_limit).map_err(ApiError::BadRequest)
 }
 
@@ -109,7 +122,10 @@ async fn rows(s: &ApiState, sql: &str, f: &Filters) -> Result<Rows, ApiError> {
 }
 
 fn first(r: Rows) -> Value {
-    r.into_iter().next().map(Value::Object).unwrap_or_else(|| json!({}))
+    r.into_iter()
+        .next()
+        .map(Value::Object)
+        .unwrap_or_else(|| json!({}))
 }
 
 fn echo(f: &Filters) -> Value {
@@ -117,7 +133,8 @@ fn echo(f: &Filters) -> Value {
 }
 
 // Reusable SQL fragments: they only reference bound parameters.
-const TS_RANGE: &str = "timestamp >= {from:DateTime64(3, 'UTC')} AND timestamp < {to:DateTime64(3, 'UTC')}";
+const TS_RANGE: &str =
+    "timestamp >= {from:DateTime64(3, 'UTC')} AND timestamp < {to:DateTime64(3, 'UTC')}";
 const PROJECT: &str = "({project:String} = '' OR project = {project:String})";
 
 async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
@@ -130,10 +147,20 @@ async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
         body["clickhouse_error"] = Value::from(format!("{e:#}"));
     }
     body["status"] = Value::from(if ok { "ok" } else { "degraded" });
-    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
 }
 
-async fn overview(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn overview(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = filters(&q, &["from", "to", "project"], 100)?;
     let day_where = "date >= toDate({from:DateTime64(3, 'UTC')}) AND date < toDate({to:DateTime64(3, 'UTC')}) + 1 AND ({project:String} = '' OR project = {project:String})";
     let daily = format!(
@@ -151,12 +178,24 @@ async fn overview(State(s): State<ApiState>, Query(q): Query<HashMap<String, Str
          FROM daily_session_summary WHERE {day_where}"
     );
     let projects = "SELECT DISTINCT project FROM daily_session_summary ORDER BY project LIMIT 1000";
-    let (daily, totals, projects) = tokio::join!(rows(&s, &daily, &f), rows(&s, &totals, &f), rows(&s, projects, &f));
-    let projects: Vec<Value> = projects?.into_iter().filter_map(|mut r| r.remove("project")).collect();
-    Ok(Json(json!({"filters": echo(&f), "totals": first(totals?), "daily": daily?, "projects": projects})))
+    let (daily, totals, projects) = tokio::join!(
+        rows(&s, &daily, &f),
+        rows(&s, &totals, &f),
+        rows(&s, projects, &f)
+    );
+    let projects: Vec<Value> = projects?
+        .into_iter()
+        .filter_map(|mut r| r.remove("project"))
+        .collect();
+    Ok(Json(
+        json!({"filters": echo(&f), "totals": first(totals?), "daily": daily?, "projects": projects}),
+    ))
 }
 
-async fn sessions(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn sessions(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = filters(&q, RANGE, 50)?;
     let grouped = format!(
         "SELECT project, session_id,
@@ -185,7 +224,9 @@ async fn sessions(State(s): State<ApiState>, Query(q): Query<HashMap<String, Str
          FROM ({grouped})"
     );
     let (list, totals) = tokio::join!(rows(&s, &list, &f), rows(&s, &totals, &f));
-    Ok(Json(json!({"filters": echo(&f), "totals": first(totals?), "sessions": list?})))
+    Ok(Json(
+        json!({"filters": echo(&f), "totals": first(totals?), "sessions": list?}),
+    ))
 }
 
 /// One row per tool call: the call and result halves folded.
@@ -201,7 +242,10 @@ fn calls_sql() -> String {
     )
 }
 
-async fn tool_usage(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn tool_usage(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = filters(&q, RANGE, 20)?;
     let calls = calls_sql();
     let tools = format!(
@@ -224,12 +268,21 @@ async fn tool_usage(State(s): State<ApiState>, Query(q): Query<HashMap<String, S
                 countIf(has(labels, 'dangerous_command')) AS dangerous_commands, uniqExact(tool_name) AS tools
          FROM ({calls})"
     );
-    let (tools, errors, bash, totals) =
-        tokio::join!(rows(&s, &tools, &f), rows(&s, &errors, &f), rows(&s, &bash, &f), rows(&s, &totals, &f));
-    Ok(Json(json!({"filters": echo(&f), "totals": first(totals?), "tools": tools?, "top_errors": errors?, "bash_commands": bash?})))
+    let (tools, errors, bash, totals) = tokio::join!(
+        rows(&s, &tools, &f),
+        rows(&s, &errors, &f),
+        rows(&s, &bash, &f),
+        rows(&s, &totals, &f)
+    );
+    Ok(Json(
+        json!({"filters": echo(&f), "totals": first(totals?), "tools": tools?, "top_errors": errors?, "bash_commands": bash?}),
+    ))
 }
 
-async fn file_access(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn file_access(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = filters(&q, RANGE, 20)?;
     let base = format!("SELECT * FROM claude_file_access FINAL WHERE {TS_RANGE} AND {PROJECT}");
     let files = format!(
@@ -263,11 +316,16 @@ async fn file_access(State(s): State<ApiState>, Query(q): Query<HashMap<String, 
         rows(&s, &heatmap, &f),
         rows(&s, &totals, &f)
     );
-    Ok(Json(json!({"filters": echo(&f), "totals": first(totals?), "files": files?, "extensions": exts?,
-        "sensitive_accesses": sensitive?, "heatmap": heatmap?})))
+    Ok(Json(
+        json!({"filters": echo(&f), "totals": first(totals?), "files": files?, "extensions": exts?,
+        "sensitive_accesses": sensitive?, "heatmap": heatmap?}),
+    ))
 }
 
-async fn context_trends(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn context_trends(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = filters(&q, &["from", "to", "project", "bucket"], 100)?;
     let bucket_fn = f.bucket.function();
     let series = format!(
@@ -287,11 +345,16 @@ async fn context_trends(State(s): State<ApiState>, Query(q): Query<HashMap<Strin
          FROM claude_context_analysis WHERE {TS_RANGE} AND {PROJECT} GROUP BY model ORDER BY turns DESC"
     );
     let (series, models) = tokio::join!(rows(&s, &series, &f), rows(&s, &models, &f));
-    Ok(Json(json!({"filters": echo(&f), "bucket": if bucket_fn == "toStartOfHour" {"hour"} else {"day"},
-        "series": series?, "models": models?})))
+    Ok(Json(
+        json!({"filters": echo(&f), "bucket": if bucket_fn == "toStartOfHour" {"hour"} else {"day"},
+        "series": series?, "models": models?}),
+    ))
 }
 
-async fn cost_analysis(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn cost_analysis(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = filters(&q, RANGE, 10)?;
     let day_where = "date >= toDate({from:DateTime64(3, 'UTC')}) AND date < toDate({to:DateTime64(3, 'UTC')}) + 1 AND ({project:String} = '' OR project = {project:String})";
     let by_day = format!(
@@ -329,10 +392,15 @@ async fn cost_analysis(State(s): State<ApiState>, Query(q): Query<HashMap<String
         rows(&s, &by_session, &f),
         rows(&s, &burn, &f)
     );
-    Ok(Json(json!({"filters": echo(&f), "burn_rate": first(b?), "by_day": d?, "by_project": p?, "by_model": m?, "top_sessions": se?})))
+    Ok(Json(
+        json!({"filters": echo(&f), "burn_rate": first(b?), "by_day": d?, "by_project": p?, "by_model": m?, "top_sessions": se?}),
+    ))
 }
 
-async fn security_events(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn security_events(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = filters(&q, RANGE, 20)?;
     let totals = format!(
         "SELECT sum(redaction_count) AS secrets_redacted, countIf(contains_sensitive_data) AS sensitive_messages,
@@ -363,6 +431,8 @@ async fn security_events(State(s): State<ApiState>, Query(q): Query<HashMap<Stri
         rows(&s, &files, &f),
         rows(&s, dead, &f)
     );
-    Ok(Json(json!({"filters": echo(&f), "totals": first(t?), "secret_kinds": k?, "dangerous_commands": d?,
-        "sensitive_files": fl?, "dead_letters": dl?})))
+    Ok(Json(
+        json!({"filters": echo(&f), "totals": first(t?), "secret_kinds": k?, "dangerous_commands": d?,
+        "sensitive_files": fl?, "dead_letters": dl?}),
+    ))
 }

@@ -61,16 +61,25 @@ fn parse_time(name: &str, v: &str, end: bool) -> Result<DateTime<Utc>, String> {
     ))
 }
 
-pub fn parse(q: &HashMap<String, String>, allowed: &[&str], default_limit: u32) -> Result<Filters, String> {
+pub fn parse(
+    q: &HashMap<String, String>,
+    allowed: &[&str],
+    default_limit: u32,
+) -> Result<Filters, String> {
     for k in q.keys() {
         if !allowed.contains(&k.as_str()) {
             let mut names: Vec<&str> = allowed.to_vec();
             names.sort();
-            return Err(format!("unknown parameter `{k}` (this endpoint takes: {})", names.join(", ")));
+            return Err(format!(
+                "unknown parameter `{k}` (this endpoint takes: {})",
+                names.join(", ")
+            ));
         }
     }
     let get = |k: &str| q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
-    let from = get("from").map(|v| parse_time("from", v, false)).transpose()?;
+    let from = get("from")
+        .map(|v| parse_time("from", v, false))
+        .transpose()?;
     let to = get("to").map(|v| parse_time("to", v, true)).transpose()?;
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
@@ -81,7 +90,11 @@ pub fn parse(q: &HashMap<String, String>, allowed: &[&str], default_limit: u32) 
         None => default_limit,
         Some(v) => match v.parse::<u32>() {
             Ok(n) if (1..=1000).contains(&n) => n,
-            _ => return Err(format!("`limit` must be an integer from 1 to 1000, not `{v}`")),
+            _ => {
+                return Err(format!(
+                    "`limit` must be an integer from 1 to 1000, not `{v}`"
+                ))
+            }
         },
     };
     let bucket = match get("bucket") {
@@ -93,7 +106,9 @@ pub fn parse(q: &HashMap<String, String>, allowed: &[&str], default_limit: u32) 
         match get(k) {
             None => Ok(String::new()),
             Some(v) if v.len() > 512 => Err(format!("`{k}` is too long (max 512 bytes)")),
-            Some(v) if v.chars().any(char::is_control) => Err(format!("`{k}` contains control characters")),
+            Some(v) if v.chars().any(char::is_control) => {
+                Err(format!("`{k}` contains control characters"))
+            }
             Some(v) => Ok(v.to_string()),
         }
     };
@@ -113,7 +128,10 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const ALL: &[&str] = &["from", "to", "project", "session", "limit", "bucket"];
@@ -121,10 +139,27 @@ mod tests {
     #[test]
     fn parses_and_defaults() {
         let f = parse(&q(&[]), ALL, 50).unwrap();
-        assert_eq!((f.from.as_str(), f.to.as_str(), f.limit), (FAR_PAST, FAR_FUTURE, 50));
-        let f = parse(&q(&[("from", "2026-10-01"), ("to", "2026-10-02"), ("limit", "7"), ("bucket", "hour"), ("project", "a'b")]), ALL, 50).unwrap();
+        assert_eq!(
+            (f.from.as_str(), f.to.as_str(), f.limit),
+            (FAR_PAST, FAR_FUTURE, 50)
+        );
+        let f = parse(
+            &q(&[
+                ("from", "2026-10-01"),
+                ("to", "2026-10-02"),
+                ("limit", "7"),
+                ("bucket", "hour"),
+                ("project", "a'b"),
+            ]),
+            ALL,
+            50,
+        )
+        .unwrap();
         assert_eq!(f.from, "2026-10-01 00:00:00.000");
-        assert_eq!(f.to, "2026-10-03 00:00:00.000", "a date as `to` includes that day");
+        assert_eq!(
+            f.to, "2026-10-03 00:00:00.000",
+            "a date as `to` includes that day"
+        );
         assert_eq!(f.limit, 7);
         assert_eq!(f.bucket, Bucket::Hour);
         assert_eq!(f.project, "a'b", "quotes are data");
@@ -147,6 +182,8 @@ mod tests {
             let err = parse(&q(&pairs), ALL, 50).unwrap_err();
             assert!(err.contains(needle), "{pairs:?}: {err}");
         }
-        assert!(parse(&q(&[("bucket", "hour")]), &["from"], 50).unwrap_err().contains("unknown parameter"));
+        assert!(parse(&q(&[("bucket", "hour")]), &["from"], 50)
+            .unwrap_err()
+            .contains("unknown parameter"));
     }
 }

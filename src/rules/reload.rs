@@ -27,7 +27,7 @@ pub enum ReloadOutcome {
 }
 
 /// Names, sizes and mtimes of the rule files: cheap change detection for polling.
-fn dir_stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+fn dir_stamp(dir: &Path) -> Stamp {
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -44,6 +44,31 @@ fn dir_stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         })
         .unwrap_or_default();
     out.sort();
+    out
+}
+
+type Stamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// "a.yaml (changed)", "b.yaml (added)", "c.yaml (removed)".
+fn changed_files(old: &Stamp, new: &Stamp) -> Vec<String> {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for n in new {
+        match old.iter().find(|o| o.0 == n.0) {
+            None => out.push(format!("{} (added)", name(&n.0))),
+            Some(o) if o != n => out.push(format!("{} (changed)", name(&n.0))),
+            Some(_) => {}
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.0 == o.0) {
+            out.push(format!("{} (removed)", name(&o.0)));
+        }
+    }
     out
 }
 
@@ -80,12 +105,18 @@ impl RulesHandle {
 
     /// Reload from disk now.
     pub fn reload(&self) -> ReloadOutcome {
+        self.reload_changed(&[])
+    }
+
+    /// Reload, naming the files that changed in the log line.
+    pub fn reload_changed(&self, changed: &[String]) -> ReloadOutcome {
+        let changed = changed.join(", ");
         match RuleSet::load_dir(&self.dir) {
             Ok(rs) => {
                 let summary = rs.summary();
                 self.current.store(Arc::new(rs));
                 let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-                tracing::info!(dir = %self.dir.display(), generation, %summary, "rules reloaded");
+                tracing::info!(dir = %self.dir.display(), %changed, generation, %summary, "rules reloaded");
                 ReloadOutcome::Reloaded {
                     generation,
                     summary,
@@ -97,6 +128,7 @@ impl RulesHandle {
                         file = %e.file.display(),
                         line = e.line.unwrap_or(0),
                         reason = %e.message,
+                        %changed,
                         "rule change rejected, previous rules keep running"
                     );
                 }
@@ -144,8 +176,9 @@ pub fn spawn_rules_watcher(
                 }
                 let now = dir_stamp(handle.dir());
                 if now != stamp {
+                    let changed = changed_files(&stamp, &now);
                     stamp = now;
-                    let _ = handle.reload();
+                    let _ = handle.reload_changed(&changed);
                 }
             }
         })

@@ -16,6 +16,7 @@ pub fn server_url() -> String {
         return url;
     }
     let started = EMBEDDED.get_or_init(|| {
+        remove_stale_dirs();
         let dir =
             std::env::temp_dir().join(format!("claude-ingest-test-ch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -26,6 +27,22 @@ pub fn server_url() -> String {
     match started {
         Ok((url, _)) => url.clone(),
         Err(e) => panic!("cannot start the embedded ClickHouse for tests: {e}"),
+    }
+}
+
+/// Data dirs of earlier test processes that are gone (statics are never dropped,
+/// so each test process leaves its engine's directory behind).
+fn remove_stale_dirs() {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("claude-ingest-test-ch-") {
+            if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
 
