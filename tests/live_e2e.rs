@@ -66,7 +66,10 @@ async fn append_to_visible_latency() {
     let (mut cfg, ch) = config("latency", root.path(), state.path());
     // The default batch delay (1 s) dominates the latency; LATENCY_BATCH_DELAY_MS
     // measures another setting.
-    if let Some(ms) = std::env::var("LATENCY_BATCH_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(ms) = std::env::var("LATENCY_BATCH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         cfg.batch.max_delay_ms = ms;
     }
     let (max_rows, delay) = (cfg.batch.max_rows, cfg.batch.max_delay_ms);

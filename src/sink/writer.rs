@@ -9,7 +9,7 @@ use super::spool::{Spool, SpooledBatch};
 use super::status::{now_ms, IngestStatus};
 use crate::row::{Columns, Row};
 use crate::source::{CheckpointStore, FileCheckpoint};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -160,9 +160,9 @@ impl Writer {
     async fn store(&mut self, batch: SpooledBatch) -> Result<()> {
         let mut dead: Vec<Row> = Vec::new();
         let mut stored = 0u64;
-        let tables: Vec<String> = batch.tables.keys().cloned().collect();
-        for table in &tables {
-            let rows = &batch.tables[table];
+        // Prepare every table's rows first (schema checks need `&mut self`) ...
+        let mut prepared: Vec<(String, Vec<Columns>)> = Vec::new();
+        for (table, rows) in &batch.tables {
             if !self.columns.contains_key(table) {
                 self.refresh_schema().await;
             }
@@ -179,34 +179,55 @@ impl Writer {
                 .iter()
                 .map(|r| self.keep_known(table, &known, r))
                 .collect();
+            prepared.push((table.clone(), rows));
+        }
+        // ... then insert all tables concurrently: each has its own dedup token,
+        // so order between them does not matter and latency is one round trip.
+        let mut inserts = tokio::task::JoinSet::new();
+        for (table, rows) in prepared {
+            let ins = self.inserter();
             let token = format!("{}:{}", batch.batch_id, table);
-            match self.insert_retrying(table, &rows, &token).await {
+            inserts.spawn(async move {
+                let r = ins.insert_retrying(&table, &rows, &token).await;
+                (table, rows, r)
+            });
+        }
+        let mut rejected = Vec::new();
+        while let Some(done) = inserts.join_next().await {
+            let (table, rows, r) = done.context("insert task panicked")?;
+            match r {
                 Ok(()) => stored += rows.len() as u64,
                 Err(e) if classify_error(&e) == FailureKind::Data => {
-                    // Bad data somewhere in the block: find the culprits row by
-                    // row (deterministic tokens, so a replay does the same).
-                    tracing::warn!(table, error = %format!("{e:#}"), "batch rejected; retrying row by row");
-                    for (i, r) in rows.iter().enumerate() {
-                        let token = format!("{}:{}:{}", batch.batch_id, table, i);
-                        match self
-                            .insert_retrying(table, std::slice::from_ref(r), &token)
-                            .await
-                        {
-                            Ok(()) => stored += 1,
-                            Err(e) if classify_error(&e) == FailureKind::Data => {
-                                dead.push(self.sink_dead_letter(r, &format!("{e:#}")))
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
+                    rejected.push((table, rows, e))
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        rejected.sort_by(|a, b| a.0.cmp(&b.0));
+        for (table, rows, e) in rejected {
+            // Bad data somewhere in the block: find the culprits row by row
+            // (deterministic tokens, so a replay does the same).
+            tracing::warn!(table, error = %format!("{e:#}"), "batch rejected; retrying row by row");
+            let ins = self.inserter();
+            for (i, r) in rows.iter().enumerate() {
+                let token = format!("{}:{}:{}", batch.batch_id, table, i);
+                match ins
+                    .insert_retrying(&table, std::slice::from_ref(r), &token)
+                    .await
+                {
+                    Ok(()) => stored += 1,
+                    Err(e) if classify_error(&e) == FailureKind::Data => {
+                        dead.push(self.sink_dead_letter(r, &format!("{e:#}")))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         if !dead.is_empty() {
             let rows: Vec<Columns> = dead.into_iter().map(|r| r.columns).collect();
             let token = format!("{}:{}:sink", batch.batch_id, DEAD_LETTER_TABLE);
-            self.insert_retrying(DEAD_LETTER_TABLE, &rows, &token)
+            self.inserter()
+                .insert_retrying(DEAD_LETTER_TABLE, &rows, &token)
                 .await?;
             self.stats.dead_letters += rows.len() as u64;
             self.status
@@ -265,6 +286,24 @@ impl Writer {
         }
     }
 
+    fn inserter(&self) -> Inserter {
+        Inserter {
+            client: self.client.clone(),
+            status: self.status.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// What an insert needs, cloneable into concurrent tasks.
+#[derive(Clone)]
+struct Inserter {
+    client: ChClient,
+    status: Arc<IngestStatus>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Inserter {
     /// Insert, retrying transient failures with capped exponential backoff for
     /// as long as it takes (the batch is safe in the spool meanwhile). Gives up
     /// only on a data error or when shutting down.
@@ -387,4 +426,122 @@ pub async fn run_writer(
 /// Convenience for tests and the pipeline: error if the writer task died.
 pub fn writer_gone() -> anyhow::Error {
     anyhow!("the ClickHouse writer stopped (see the error above)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::testing;
+    use crate::source::{FileCheckpoint, FileId};
+
+    async fn writer(dir: &std::path::Path, client: ChClient) -> Writer {
+        Writer::new(
+            client,
+            Spool::open(&dir.join("spool")).unwrap(),
+            CheckpointStore::open(&dir.join("cp.json")).unwrap(),
+            Arc::new(IngestStatus::new(8)),
+            Arc::new(AtomicBool::new(false)),
+            WriterConfig {
+                max_rows: 100,
+                max_delay: Duration::from_millis(10),
+                schema_dirs: vec![],
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    fn msg(uuid: &str, ts: &str) -> Row {
+        Row::new("claude_messages")
+            .with("uuid", uuid)
+            .with("session_id", "s")
+            .with("timestamp", ts)
+            .with("source_file", "/f")
+            .with("no_such_column", 1)
+    }
+
+    #[tokio::test]
+    async fn bad_rows_are_dead_lettered_the_rest_stored_and_checkpoints_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ch = testing::fresh_client("writer").await;
+        let mut w = writer(dir.path(), ch.clone()).await;
+        let cp = FileCheckpoint {
+            file_id: FileId { dev: 1, ino: 1 },
+            offset: 77,
+            fingerprint: 5,
+        };
+        w.write(
+            vec![
+                msg("good-1", "2026-10-01T00:00:00Z"),
+                msg("bad", "not a time at all"),
+                msg("good-2", "2026-10-01T00:00:01Z"),
+                Row::new("no_such_table").with("x", 1),
+            ],
+            vec![(PathBuf::from("/f"), Some(cp))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(ch.count("claude_messages", false).await.unwrap(), 2);
+        let dl = ch
+            .query_json(
+                "SELECT stage, error FROM claude_dead_letters ORDER BY error",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(dl.len(), 2, "{dl:?}");
+        assert!(dl.iter().all(|r| r["stage"] == "sink"));
+        assert!(dl
+            .iter()
+            .any(|r| r["error"].as_str().unwrap().contains("no_such_table")));
+        assert_eq!(w.stats.dead_letters, 2);
+        assert_eq!(w.checkpoints().get(std::path::Path::new("/f")), Some(cp));
+        assert!(Spool::open(&dir.path().join("spool"))
+            .unwrap()
+            .pending()
+            .unwrap()
+            .is_empty());
+        ch.drop_database().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_spooled_batch_is_replayed_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ch = testing::fresh_client("replay").await;
+        // A crash after the insert but before the checkpoint commit: the spool
+        // file is still there and the rows are already in ClickHouse.
+        let batch = SpooledBatch::new(
+            "00000000000000000001-1-000001".into(),
+            vec![
+                msg("r1", "2026-10-01T00:00:00Z"),
+                msg("r2", "2026-10-01T00:00:00Z"),
+            ],
+            vec![],
+        );
+        Spool::open(&dir.path().join("spool"))
+            .unwrap()
+            .write(&batch)
+            .unwrap();
+        let mut w = writer(dir.path(), ch.clone()).await;
+        assert_eq!(w.replay_spool().await.unwrap(), 1);
+        assert_eq!(ch.count("claude_messages", false).await.unwrap(), 2);
+        Spool::open(&dir.path().join("spool"))
+            .unwrap()
+            .write(&batch)
+            .unwrap();
+        let mut w = writer(dir.path(), ch.clone()).await;
+        assert_eq!(w.replay_spool().await.unwrap(), 1);
+        assert_eq!(
+            ch.count("claude_messages", false).await.unwrap(),
+            2,
+            "replay deduplicated"
+        );
+        assert_eq!(
+            ch.query_json("SELECT sum(messages) AS m FROM daily_session_summary", &[])
+                .await
+                .unwrap()[0]["m"],
+            2
+        );
+        ch.drop_database().await.unwrap();
+    }
 }
