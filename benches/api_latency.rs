@@ -173,7 +173,7 @@ fn main() {
     cfg.clickhouse.mode = ClickHouseMode::Server;
     cfg.clickhouse.url = settings.url.clone();
     cfg.clickhouse.database = settings.database.clone();
-    cfg.batch.max_rows = 20_000;
+    cfg.batch.backfill_max_rows = 20_000;
     let summary = rt
         .block_on(run(
             &cfg,

@@ -123,7 +123,7 @@ fn main() {
     cfg.clickhouse.mode = ClickHouseMode::Server;
     cfg.clickhouse.url = settings.url.clone();
     cfg.clickhouse.database = settings.database.clone();
-    cfg.batch.max_rows = 5000;
+    cfg.batch.backfill_max_rows = 20_000;
     let summary = rt
         .block_on(run(
             &cfg,
@@ -138,8 +138,8 @@ fn main() {
         .unwrap();
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "backfill end to end (batch {} rows): {} lines, {:.1} MiB in {:.2} s = {:.0} lines/s, {:.1} MiB/s, {} rows stored",
-        cfg.batch.max_rows,
+        "backfill end to end (backfill batches of {} rows): {} lines, {:.1} MiB in {:.2} s = {:.0} lines/s, {:.1} MiB/s, {} rows stored",
+        cfg.batch.backfill_max_rows,
         summary.lines,
         bytes as f64 / 1048576.0,
         secs,

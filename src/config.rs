@@ -73,6 +73,9 @@ impl Default for SourceSection {
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSection {
     pub max_rows: usize,
+    /// Size threshold while backfilling (before the first catch-up): bigger
+    /// inserts amortise ClickHouse's per-insert cost when latency does not matter.
+    pub backfill_max_rows: usize,
     pub max_delay_ms: u64,
     /// Bounded queue between the tailer and the sink, in entries: the backpressure bound.
     pub queue_capacity: usize,
@@ -82,6 +85,7 @@ impl Default for BatchSection {
     fn default() -> Self {
         BatchSection {
             max_rows: 500,
+            backfill_max_rows: 20_000,
             max_delay_ms: 1000,
             queue_capacity: 2048,
         }

@@ -275,7 +275,6 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     for r in &rejected {
         tracing::error!(plugin = %r, "plugin rejected");
     }
-    tracing::info!(dir = %cfg.plugins_dir.display(), plugins = ?plugins.names(), "plugins loaded");
 
     let conn = connect(cfg).await?;
     std::fs::create_dir_all(&cfg.state_dir)
@@ -294,6 +293,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         shutdown.clone(),
         WriterConfig {
             max_rows: cfg.batch.max_rows,
+            backfill_max_rows: cfg.batch.backfill_max_rows,
             max_delay: cfg.batch_delay(),
             schema_dirs: schema_dirs(cfg),
         },
@@ -318,7 +318,9 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     };
 
     let (src_tx, src_rx) = mpsc::channel::<SourceEvent>(cfg.batch.queue_capacity);
-    let (sink_tx, sink_rx) = mpsc::channel::<SinkItem>(64);
+    // As deep as the source queue, so the router keeps working while the
+    // writer waits on an insert (the two overlap instead of taking turns).
+    let (sink_tx, sink_rx) = mpsc::channel::<SinkItem>(cfg.batch.queue_capacity);
 
     let source_shutdown = shutdown.clone();
     let source = std::thread::Builder::new()

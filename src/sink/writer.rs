@@ -39,6 +39,8 @@ pub enum SinkItem {
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub max_rows: usize,
+    /// Used instead of `max_rows` until the source has caught up.
+    pub backfill_max_rows: usize,
     pub max_delay: Duration,
     /// Extra DDL dirs re-applied when rows name a table we have not seen (plugin tables).
     pub schema_dirs: Vec<PathBuf>,
@@ -153,7 +155,9 @@ impl Writer {
             return Ok(());
         }
         let batch = SpooledBatch::new(self.next_batch_id(), rows, checkpoints);
+        let t0 = std::time::Instant::now();
         self.spool.write(&batch)?;
+        tracing::debug!(batch = %batch.batch_id, ms = t0.elapsed().as_millis() as u64, "batch spooled");
         self.store(batch).await
     }
 
@@ -193,6 +197,7 @@ impl Writer {
             });
         }
         let mut rejected = Vec::new();
+        let t_insert = std::time::Instant::now();
         while let Some(done) = inserts.join_next().await {
             let (table, rows, r) = done.context("insert task panicked")?;
             match r {
@@ -203,6 +208,7 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
+        tracing::debug!(batch = %batch.batch_id, ms = t_insert.elapsed().as_millis() as u64, "tables inserted");
         rejected.sort_by(|a, b| a.0.cmp(&b.0));
         for (table, rows, e) in rejected {
             // Bad data somewhere in the block: find the culprits row by row
@@ -390,7 +396,12 @@ pub async fn run_writer(
                     cps.insert(p, Some(cp));
                 }
                 deadline.get_or_insert_with(|| Instant::now() + writer.cfg.max_delay);
-                flush_now = rows.len() >= writer.cfg.max_rows;
+                let limit = if status.caught_up.load(Relaxed) {
+                    writer.cfg.max_rows
+                } else {
+                    writer.cfg.backfill_max_rows.max(writer.cfg.max_rows)
+                };
+                flush_now = rows.len() >= limit;
             }
             Some(Some(SinkItem::Forget(p))) => {
                 cps.insert(p, None);
@@ -443,6 +454,7 @@ mod tests {
             Arc::new(AtomicBool::new(false)),
             WriterConfig {
                 max_rows: 100,
+                backfill_max_rows: 100,
                 max_delay: Duration::from_millis(10),
                 schema_dirs: vec![],
             },
