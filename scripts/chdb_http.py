@@ -84,6 +84,9 @@ class QueryError(Exception):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "chdb-http"
+    # Headers and body go out in separate writes; with Nagle's algorithm on,
+    # the body waits for the client's delayed ACK (~40 ms per request).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # keep stdout for the READY line only
         if os.environ.get("CHDB_HTTP_VERBOSE"):

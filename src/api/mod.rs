@@ -229,14 +229,20 @@ async fn sessions(
     ))
 }
 
-/// One row per tool call: the call and result halves folded.
-fn calls_sql() -> String {
+/// One row per tool call: the call and result halves folded. `only` narrows
+/// the calls first (by tool_use_id) so the fold touches only what a panel
+/// needs; `extra` adds folded columns.
+fn calls_sql(only: &str, extra: &str) -> String {
+    let narrow = if only.is_empty() {
+        String::new()
+    } else {
+        format!(" AND tool_use_id IN (SELECT tool_use_id FROM claude_tool_usage WHERE {only} AND {PROJECT})")
+    };
     format!(
         "SELECT session_id, tool_use_id, max(project) AS project, max(timestamp) AS ts, max(tool_name) AS tool_name,
-                max(tool_category) AS tool_category, max(command) AS command, max(has_result) AS has_result,
-                max(is_error) AS is_error, max(error_message) AS error_message, max(result_size) AS result_size,
-                groupUniqArrayArray(labels) AS labels
-         FROM (SELECT * FROM claude_tool_usage WHERE {PROJECT})
+                max(tool_category) AS tool_category, max(has_result) AS has_result, max(is_error) AS is_error,
+                max(result_size) AS result_size, max(has(labels, 'dangerous_command')) AS dangerous{extra}
+         FROM (SELECT * FROM claude_tool_usage WHERE {PROJECT}{narrow})
          GROUP BY session_id, tool_use_id
          HAVING tool_name != '' AND ts >= {{from:DateTime64(3, 'UTC')}} AND ts < {{to:DateTime64(3, 'UTC')}}"
     )
@@ -247,35 +253,42 @@ async fn tool_usage(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let f = filters(&q, RANGE, 20)?;
-    let calls = calls_sql();
+    let all = calls_sql("", "");
+    // Every tool (there are few), so the totals can be summed from this one pass.
     let tools = format!(
         "SELECT tool_name, any(tool_category) AS category, count() AS calls, countIf(has_result = 1) AS completed,
-                countIf(is_error = 1) AS errors,
+                countIf(is_error = 1) AS errors, countIf(has_result = 0) AS pending, countIf(dangerous = 1) AS dangerous,
                 round(if(countIf(has_result = 1) = 0, 0, countIf(has_result = 1 AND is_error = 0) / countIf(has_result = 1)), 4) AS success_rate,
                 round(avg(result_size)) AS avg_result_bytes
-         FROM ({calls}) GROUP BY tool_name ORDER BY calls DESC, tool_name LIMIT {{lim:UInt32}}"
+         FROM ({all}) GROUP BY tool_name ORDER BY calls DESC, tool_name"
     );
+    let failed = calls_sql("is_error = 1", ", max(error_message) AS error_message");
     let errors = format!(
         "SELECT tool_name, substring(error_message, 1, 160) AS error, count() AS occurrences
-         FROM ({calls}) WHERE is_error = 1 GROUP BY tool_name, error ORDER BY occurrences DESC, tool_name LIMIT {{lim:UInt32}}"
+         FROM ({failed}) WHERE is_error = 1 GROUP BY tool_name, error ORDER BY occurrences DESC, tool_name LIMIT {{lim:UInt32}}"
     );
+    let bash_calls = calls_sql("tool_name = 'Bash'", ", max(command) AS command");
     let bash = format!(
-        "SELECT command, count() AS runs, countIf(is_error = 1) AS failures, has(groupUniqArrayArray(labels), 'dangerous_command') AS dangerous
-         FROM ({calls}) WHERE tool_name = 'Bash' AND command != '' GROUP BY command ORDER BY runs DESC, command LIMIT {{lim:UInt32}}"
+        "SELECT command, count() AS runs, countIf(is_error = 1) AS failures, max(dangerous) AS dangerous
+         FROM ({bash_calls}) WHERE command != '' GROUP BY command ORDER BY runs DESC, command LIMIT {{lim:UInt32}}"
     );
-    let totals = format!(
-        "SELECT count() AS calls, countIf(is_error = 1) AS errors, countIf(has_result = 0) AS pending,
-                countIf(has(labels, 'dangerous_command')) AS dangerous_commands, uniqExact(tool_name) AS tools
-         FROM ({calls})"
-    );
-    let (tools, errors, bash, totals) = tokio::join!(
+    let (tools, errors, bash) = tokio::join!(
         rows(&s, &tools, &f),
         rows(&s, &errors, &f),
-        rows(&s, &bash, &f),
-        rows(&s, &totals, &f)
+        rows(&s, &bash, &f)
     );
+    let tools = tools?;
+    let total = |k: &str| {
+        tools
+            .iter()
+            .map(|r| r.get(k).and_then(Value::as_u64).unwrap_or(0))
+            .sum::<u64>()
+    };
+    let totals = json!({"calls": total("calls"), "errors": total("errors"), "pending": total("pending"),
+        "dangerous_commands": total("dangerous"), "tools": tools.len()});
+    let top: Vec<_> = tools.into_iter().take(f.limit as usize).collect();
     Ok(Json(
-        json!({"filters": echo(&f), "totals": first(totals?), "tools": tools?, "top_errors": errors?, "bash_commands": bash?}),
+        json!({"filters": echo(&f), "totals": totals, "tools": top, "top_errors": errors?, "bash_commands": bash?}),
     ))
 }
 
@@ -413,10 +426,13 @@ async fn security_events(
          WHERE startsWith(label, 'secret:') AND {TS_RANGE} AND {PROJECT}
          GROUP BY kind ORDER BY messages DESC LIMIT {{lim:UInt32}}"
     );
-    let calls = calls_sql();
+    let calls = calls_sql(
+        "has(labels, 'dangerous_command')",
+        ", max(command) AS command",
+    );
     let dangerous = format!(
         "SELECT toString(ts) AS timestamp, project, session_id, command, is_error
-         FROM ({calls}) WHERE has(labels, 'dangerous_command') ORDER BY ts DESC LIMIT {{lim:UInt32}}"
+         FROM ({calls}) WHERE dangerous = 1 ORDER BY ts DESC LIMIT {{lim:UInt32}}"
     );
     let files = format!(
         "SELECT toString(timestamp) AS timestamp, project, session_id, tool_name, file_path
