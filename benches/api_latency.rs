@@ -5,7 +5,7 @@
 //! and prints p50 / p95 / max per endpoint.
 //!
 //! `cargo bench --bench api_latency` (env API_BENCH_MESSAGES, default 1000000;
-//! API_BENCH_RUNS, default 30).
+//! API_BENCH_RUNS, default 30; API_BENCH_KEEP=1 keeps the database for inspection).
 
 use claude_ingest::api::{router, ApiState};
 use claude_ingest::config::{ClickHouseMode, Config};
@@ -137,19 +137,8 @@ fn write_corpus(root: &Path, messages: usize) -> (usize, u64) {
     (lines, bytes)
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn main() {
-    let messages: usize = std::env::var("API_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runs: usize = std::env::var("API_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+/// Generate the corpus and ingest it through the pipeline into a fresh database.
+fn ingest_corpus(rt: &tokio::runtime::Runtime, messages: usize) -> (ChClient, u64) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -157,11 +146,6 @@ fn main() {
     let (lines, bytes) = write_corpus(root.path(), messages);
     println!("corpus: {lines} message lines, {:.0} MiB, 2000 sessions, 20 projects, 90 days (generated in {:.1} s)", bytes as f64 / 1048576.0, t0.elapsed().as_secs_f64());
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let settings = testing::settings("bench_api");
     let mut cfg = Config {
         root: root.path().to_path_buf(),
@@ -204,6 +188,41 @@ fn main() {
         }
     });
 
+    (ch, stored)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let messages: usize = std::env::var("API_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runs: usize = std::env::var("API_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // API_BENCH_DATABASE: measure an existing database (kept with API_BENCH_KEEP) without re-ingesting.
+    let (ch, stored) = if let Ok(db) = std::env::var("API_BENCH_DATABASE") {
+        let mut settings = testing::settings("unused");
+        settings.database = db;
+        let ch = ChClient::new(settings).unwrap();
+        let n = rt.block_on(ch.count("claude_messages", false)).unwrap();
+        println!(
+            "measuring existing database {} ({n} messages)",
+            ch.database()
+        );
+        (ch, n)
+    } else {
+        ingest_corpus(&rt, messages)
+    };
     let base = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -282,5 +301,9 @@ fn main() {
         samples[samples.len() - 1]
     );
     println!("worst single-endpoint p95: {worst_p95:.1} ms (target < 100 ms) on {stored} messages");
-    rt.block_on(ch.drop_database()).unwrap();
+    if std::env::var("API_BENCH_KEEP").is_ok() {
+        println!("kept database {}", ch.database());
+    } else {
+        rt.block_on(ch.drop_database()).unwrap();
+    }
 }

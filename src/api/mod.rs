@@ -229,48 +229,35 @@ async fn sessions(
     ))
 }
 
-/// One row per tool call: the call and result halves folded. `only` narrows
-/// the calls first (by tool_use_id) so the fold touches only what a panel
-/// needs; `extra` adds folded columns.
-fn calls_sql(only: &str, extra: &str) -> String {
-    let narrow = if only.is_empty() {
-        String::new()
-    } else {
-        format!(" AND tool_use_id IN (SELECT tool_use_id FROM claude_tool_usage WHERE {only} AND {PROJECT})")
-    };
-    format!(
-        "SELECT session_id, tool_use_id, max(project) AS project, max(timestamp) AS ts, max(tool_name) AS tool_name,
-                max(tool_category) AS tool_category, max(has_result) AS has_result, max(is_error) AS is_error,
-                max(result_size) AS result_size, max(has(labels, 'dangerous_command')) AS dangerous{extra}
-         FROM (SELECT * FROM claude_tool_usage WHERE {PROJECT}{narrow})
-         GROUP BY session_id, tool_use_id
-         HAVING tool_name != '' AND ts >= {{from:DateTime64(3, 'UTC')}} AND ts < {{to:DateTime64(3, 'UTC')}}"
-    )
-}
+/// `claude_tool_usage FINAL` folds each call's two partial rows (call and
+/// result) while reading, in sorting-key order: cheaper than a GROUP BY over
+/// (session_id, tool_use_id). Filters on folded columns apply after the fold.
+const CALLS: &str = "claude_tool_usage FINAL";
 
 async fn tool_usage(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let f = filters(&q, RANGE, 20)?;
-    let all = calls_sql("", "");
+    let scope = format!("tool_name != '' AND {TS_RANGE} AND {PROJECT}");
     // Every tool (there are few), so the totals can be summed from this one pass.
     let tools = format!(
         "SELECT tool_name, any(tool_category) AS category, count() AS calls, countIf(has_result = 1) AS completed,
-                countIf(is_error = 1) AS errors, countIf(has_result = 0) AS pending, countIf(dangerous = 1) AS dangerous,
+                countIf(is_error = 1) AS errors, countIf(has_result = 0) AS pending,
+                countIf(has(labels, 'dangerous_command')) AS dangerous,
                 round(if(countIf(has_result = 1) = 0, 0, countIf(has_result = 1 AND is_error = 0) / countIf(has_result = 1)), 4) AS success_rate,
                 round(avg(result_size)) AS avg_result_bytes
-         FROM ({all}) GROUP BY tool_name ORDER BY calls DESC, tool_name"
+         FROM {CALLS} WHERE {scope} GROUP BY tool_name ORDER BY calls DESC, tool_name"
     );
-    let failed = calls_sql("is_error = 1", ", max(error_message) AS error_message");
     let errors = format!(
         "SELECT tool_name, substring(error_message, 1, 160) AS error, count() AS occurrences
-         FROM ({failed}) WHERE is_error = 1 GROUP BY tool_name, error ORDER BY occurrences DESC, tool_name LIMIT {{lim:UInt32}}"
+         FROM {CALLS} WHERE is_error = 1 AND {scope}
+         GROUP BY tool_name, error ORDER BY occurrences DESC, tool_name LIMIT {{lim:UInt32}}"
     );
-    let bash_calls = calls_sql("tool_name = 'Bash'", ", max(command) AS command");
     let bash = format!(
-        "SELECT command, count() AS runs, countIf(is_error = 1) AS failures, max(dangerous) AS dangerous
-         FROM ({bash_calls}) WHERE command != '' GROUP BY command ORDER BY runs DESC, command LIMIT {{lim:UInt32}}"
+        "SELECT command, count() AS runs, countIf(is_error = 1) AS failures, max(has(labels, 'dangerous_command')) AS dangerous
+         FROM {CALLS} WHERE tool_name = 'Bash' AND command != '' AND {scope}
+         GROUP BY command ORDER BY runs DESC, command LIMIT {{lim:UInt32}}"
     );
     let (tools, errors, bash) = tokio::join!(
         rows(&s, &tools, &f),
@@ -297,41 +284,71 @@ async fn file_access(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let f = filters(&q, RANGE, 20)?;
-    let base = format!("SELECT * FROM claude_file_access FINAL WHERE {TS_RANGE} AND {PROJECT}");
+    // No FINAL here: rows are written exactly once (spool + dedup tokens), and
+    // a duplicate from a re-ingest with lost state is collapsed by the next
+    // background merge. Reading without FINAL halves these panels' latency.
+    let scope = format!("{TS_RANGE} AND {PROJECT}");
     let files = format!(
         "SELECT file_path, count() AS accesses, countIf(access_type = 'read') AS reads, countIf(access_type = 'write') AS writes,
                 countIf(access_type = 'edit') AS edits, countIf(access_type IN ('search', 'list')) AS searches,
-                max(is_sensitive) AS sensitive, uniqExact(session_id) AS sessions, toString(max(timestamp)) AS last_access
-         FROM ({base}) GROUP BY file_path ORDER BY accesses DESC, file_path LIMIT {{lim:UInt32}}"
+                max(is_sensitive) AS sensitive, toString(max(timestamp)) AS last_access
+         FROM claude_file_access WHERE {scope}
+         GROUP BY file_path ORDER BY accesses DESC, file_path LIMIT {{lim:UInt32}}"
     );
+    // Per extension; the totals are sums of these (a file has one extension).
     let exts = format!(
-        "SELECT if(file_extension = '', '(none)', file_extension) AS extension, count() AS accesses, uniqExact(file_path) AS files
-         FROM ({base}) GROUP BY extension ORDER BY accesses DESC LIMIT {{lim:UInt32}}"
+        "SELECT if(file_extension = '', '(none)', file_extension) AS extension, count() AS accesses,
+                uniqExact(file_path) AS files, countIf(is_sensitive) AS sensitive_accesses,
+                countIf(access_type = 'read') AS reads, countIf(access_type = 'write') AS writes,
+                countIf(access_type = 'edit') AS edits
+         FROM claude_file_access WHERE {scope} GROUP BY extension ORDER BY accesses DESC"
     );
     let sensitive = format!(
         "SELECT toString(timestamp) AS timestamp, project, session_id, tool_name, access_type, file_path
-         FROM ({base}) WHERE is_sensitive ORDER BY timestamp DESC LIMIT {{lim:UInt32}}"
+         FROM (SELECT * FROM claude_file_access WHERE is_sensitive AND {scope})
+         ORDER BY timestamp DESC LIMIT {{lim:UInt32}}"
     );
-    let heatmap = format!(
-        "SELECT file_path, toString(toDate(timestamp)) AS day, count() AS accesses FROM ({base})
-         WHERE file_path IN (SELECT file_path FROM ({base}) GROUP BY file_path ORDER BY count() DESC, file_path LIMIT 12)
-         GROUP BY file_path, day ORDER BY file_path, day"
-    );
-    let totals = format!(
-        "SELECT count() AS accesses, uniqExact(file_path) AS files, countIf(is_sensitive) AS sensitive_accesses,
-                countIf(access_type = 'read') AS reads, countIf(access_type = 'write') AS writes, countIf(access_type = 'edit') AS edits
-         FROM ({base})"
-    );
-    let (files, exts, sensitive, heatmap, totals) = tokio::join!(
+    let (files, exts, sensitive) = tokio::join!(
         rows(&s, &files, &f),
         rows(&s, &exts, &f),
-        rows(&s, &sensitive, &f),
-        rows(&s, &heatmap, &f),
-        rows(&s, &totals, &f)
+        rows(&s, &sensitive, &f)
     );
+    let (files, exts) = (files?, exts?);
+    // The heatmap covers the twelve busiest files found above.
+    let top: Vec<Value> = files
+        .iter()
+        .take(12)
+        .filter_map(|r| r.get("file_path").cloned())
+        .collect();
+    let heatmap_sql = format!(
+        "SELECT file_path, toString(toDate(timestamp)) AS day, count() AS accesses
+         FROM claude_file_access WHERE {scope} AND has({{top:Array(String)}}, file_path)
+         GROUP BY file_path, day ORDER BY file_path, day"
+    );
+    let heatmap = s
+        .client
+        .query_json(
+            &heatmap_sql,
+            &[
+                ("from", Value::from(f.from.clone())),
+                ("to", Value::from(f.to.clone())),
+                ("project", Value::from(f.project.clone())),
+                ("top", Value::Array(top)),
+            ],
+        )
+        .await
+        .map_err(ApiError::Upstream)?;
+    let total = |k: &str| {
+        exts.iter()
+            .map(|r| r.get(k).and_then(Value::as_u64).unwrap_or(0))
+            .sum::<u64>()
+    };
+    let totals = json!({"accesses": total("accesses"), "files": total("files"), "sensitive_accesses": total("sensitive_accesses"),
+        "reads": total("reads"), "writes": total("writes"), "edits": total("edits")});
+    let exts: Vec<_> = exts.into_iter().take(f.limit as usize).collect();
     Ok(Json(
-        json!({"filters": echo(&f), "totals": first(totals?), "files": files?, "extensions": exts?,
-        "sensitive_accesses": sensitive?, "heatmap": heatmap?}),
+        json!({"filters": echo(&f), "totals": totals, "files": files, "extensions": exts,
+        "sensitive_accesses": sensitive?, "heatmap": heatmap}),
     ))
 }
 
@@ -378,10 +395,13 @@ async fn cost_analysis(
         "SELECT project, round(sum(cost), 6) AS cost, uniqMerge(sessions) AS sessions, sum(messages) AS messages
          FROM daily_session_summary WHERE {day_where} GROUP BY project ORDER BY cost DESC LIMIT {{lim:UInt32}}"
     );
+    // Per model, with what the burn rate needs: one scan of claude_messages.
     let by_model = format!(
-        "SELECT model, round(sum(cost_estimate), 6) AS cost, count() AS responses, sum(output_tokens) AS output_tokens
+        "SELECT model, round(sum(cost_estimate), 6) AS cost, count() AS responses, sum(output_tokens) AS output_tokens,
+                toUnixTimestamp64Milli(min(timestamp)) AS first_ms, toUnixTimestamp64Milli(max(timestamp)) AS last_ms,
+                sumIf(cost_estimate, timestamp >= now64(3) - INTERVAL 24 HOUR) AS cost_last_24h
          FROM claude_messages WHERE entry_type = 'assistant' AND model != '' AND {TS_RANGE} AND {PROJECT}
-         GROUP BY model ORDER BY cost DESC LIMIT {{lim:UInt32}}"
+         GROUP BY model ORDER BY cost DESC"
     );
     let by_session = format!(
         "SELECT project, session_id, round(sum(total_cost), 6) AS cost, toString(max(last_timestamp)) AS last_activity
@@ -390,23 +410,48 @@ async fn cost_analysis(
          HAVING max(last_timestamp) >= {{from:DateTime64(3, 'UTC')}} AND min(first_timestamp) < {{to:DateTime64(3, 'UTC')}}
          ORDER BY cost DESC LIMIT {{lim:UInt32}}"
     );
-    let burn = format!(
-        "SELECT round(sum(cost_estimate), 6) AS cost, toString(min(timestamp)) AS first, toString(max(timestamp)) AS last,
-                round(if(dateDiff('second', min(timestamp), max(timestamp)) = 0, 0,
-                         sum(cost_estimate) / (dateDiff('second', min(timestamp), max(timestamp)) / 3600)), 6) AS cost_per_hour,
-                round(sumIf(cost_estimate, timestamp >= now64(3) - INTERVAL 24 HOUR), 6) AS cost_last_24h,
-                round(sumIf(cost_estimate, timestamp >= now64(3) - INTERVAL 24 HOUR) / 24, 6) AS cost_per_hour_last_24h
-         FROM claude_messages WHERE cost_estimate > 0 AND {TS_RANGE} AND {PROJECT}"
-    );
-    let (d, p, m, se, b) = tokio::join!(
+    let (d, p, m, se) = tokio::join!(
         rows(&s, &by_day, &f),
         rows(&s, &by_project, &f),
         rows(&s, &by_model, &f),
-        rows(&s, &by_session, &f),
-        rows(&s, &burn, &f)
+        rows(&s, &by_session, &f)
     );
+    let mut models = m?;
+    let num = |r: &Map<String, Value>, k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let cost: f64 = models.iter().map(|r| num(r, "cost")).sum();
+    let last24: f64 = models.iter().map(|r| num(r, "cost_last_24h")).sum();
+    let first_ms = models
+        .iter()
+        .map(|r| num(r, "first_ms"))
+        .fold(f64::INFINITY, f64::min);
+    let last_ms = models.iter().map(|r| num(r, "last_ms")).fold(0.0, f64::max);
+    let hours = if models.is_empty() {
+        0.0
+    } else {
+        (last_ms - first_ms) / 3_600_000.0
+    };
+    let ms_to_text = |ms: f64| {
+        chrono::DateTime::from_timestamp_millis(ms as i64)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_default()
+    };
+    let round6 = |x: f64| (x * 1e6).round() / 1e6;
+    let burn = json!({
+        "cost": round6(cost),
+        "first": if models.is_empty() { String::new() } else { ms_to_text(first_ms) },
+        "last": if models.is_empty() { String::new() } else { ms_to_text(last_ms) },
+        "cost_per_hour": if hours > 0.0 { round6(cost / hours) } else { 0.0 },
+        "cost_last_24h": round6(last24),
+        "cost_per_hour_last_24h": round6(last24 / 24.0),
+    });
+    for r in &mut models {
+        r.remove("first_ms");
+        r.remove("last_ms");
+        r.remove("cost_last_24h");
+    }
+    models.truncate(f.limit as usize);
     Ok(Json(
-        json!({"filters": echo(&f), "burn_rate": first(b?), "by_day": d?, "by_project": p?, "by_model": m?, "top_sessions": se?}),
+        json!({"filters": echo(&f), "burn_rate": burn, "by_day": d?, "by_project": p?, "by_model": models, "top_sessions": se?}),
     ))
 }
 
@@ -415,40 +460,58 @@ async fn security_events(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let f = filters(&q, RANGE, 20)?;
+    // Totals and the kinds of secrets in one scan: sumMap counts each
+    // `secret:<kind>` label over the messages.
     let totals = format!(
         "SELECT sum(redaction_count) AS secrets_redacted, countIf(contains_sensitive_data) AS sensitive_messages,
-                countIf(has(labels, 'dangerous_command')) AS dangerous_command_messages
+                countIf(has(labels, 'dangerous_command')) AS dangerous_command_messages,
+                sumMap(arrayFilter(l -> startsWith(l, 'secret:'), labels) AS secret_labels,
+                       arrayMap(x -> toUInt64(1), secret_labels)) AS kinds
          FROM claude_messages WHERE {TS_RANGE} AND {PROJECT}"
     );
-    let kinds = format!(
-        "SELECT substring(label, 8) AS kind, count() AS messages
-         FROM claude_messages ARRAY JOIN labels AS label
-         WHERE startsWith(label, 'secret:') AND {TS_RANGE} AND {PROJECT}
-         GROUP BY kind ORDER BY messages DESC LIMIT {{lim:UInt32}}"
-    );
-    let calls = calls_sql(
-        "has(labels, 'dangerous_command')",
-        ", max(command) AS command",
-    );
     let dangerous = format!(
-        "SELECT toString(ts) AS timestamp, project, session_id, command, is_error
-         FROM ({calls}) WHERE dangerous = 1 ORDER BY ts DESC LIMIT {{lim:UInt32}}"
+        "SELECT toString(timestamp) AS timestamp, project, session_id, command, is_error
+         FROM (SELECT * FROM {CALLS} WHERE has(labels, 'dangerous_command') AND tool_name != '' AND {TS_RANGE} AND {PROJECT})
+         ORDER BY timestamp DESC LIMIT {{lim:UInt32}}"
     );
     let files = format!(
         "SELECT toString(timestamp) AS timestamp, project, session_id, tool_name, file_path
-         FROM (SELECT * FROM claude_file_access FINAL WHERE is_sensitive AND {TS_RANGE} AND {PROJECT})
+         FROM (SELECT * FROM claude_file_access WHERE is_sensitive AND {TS_RANGE} AND {PROJECT})
          ORDER BY timestamp DESC LIMIT {{lim:UInt32}}"
     );
     let dead = "SELECT stage, count() AS lines FROM claude_dead_letters GROUP BY stage ORDER BY lines DESC";
-    let (t, k, d, fl, dl) = tokio::join!(
+    let (t, d, fl, dl) = tokio::join!(
         rows(&s, &totals, &f),
-        rows(&s, &kinds, &f),
         rows(&s, &dangerous, &f),
         rows(&s, &files, &f),
         rows(&s, dead, &f)
     );
+    let mut totals = first(t?);
+    // kinds = [[label, ...], [count, ...]] -> [{kind, messages}] by count.
+    let kinds = totals.as_object_mut().and_then(|o| o.remove("kinds"));
+    let mut k: Vec<Value> = match kinds {
+        Some(Value::Array(pair)) if pair.len() == 2 => {
+            let names = pair[0].as_array().cloned().unwrap_or_default();
+            let counts = pair[1].as_array().cloned().unwrap_or_default();
+            names
+                .iter()
+                .zip(counts.iter())
+                .map(|(n, c)| {
+                    let kind = n
+                        .as_str()
+                        .unwrap_or("")
+                        .trim_start_matches("secret:")
+                        .to_string();
+                    json!({"kind": kind, "messages": c})
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    k.sort_by(|a, b| b["messages"].as_u64().cmp(&a["messages"].as_u64()));
+    k.truncate(f.limit as usize);
     Ok(Json(
-        json!({"filters": echo(&f), "totals": first(t?), "secret_kinds": k?, "dangerous_commands": d?,
+        json!({"filters": echo(&f), "totals": totals, "secret_kinds": k, "dangerous_commands": d?,
         "sensitive_files": fl?, "dead_letters": dl?}),
     ))
 }
