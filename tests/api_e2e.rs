@@ -136,6 +136,17 @@ async fn endpoints_answer_exactly_and_validate_input() {
         n("sensitive_file_accesses")
     );
     assert_eq!(sum(&f["files"], "accesses") as u64, n("file_accesses"));
+    assert_eq!(sum(&f["extensions"], "accesses") as u64, n("file_accesses"));
+    assert_eq!(
+        f["totals"]["files"].as_u64().unwrap(),
+        f["files"].as_array().unwrap().len() as u64
+    );
+    let files = f["files"].as_array().unwrap();
+    assert!(files.iter().any(|r| r["sensitive"] == true));
+    for r in files {
+        let hits = r["sensitive_accesses"].as_u64().unwrap();
+        assert_eq!(r["sensitive"] == true, hits > 0, "{r}");
+    }
     assert!(!f["heatmap"].as_array().unwrap().is_empty());
 
     // context trends
@@ -178,6 +189,14 @@ async fn endpoints_answer_exactly_and_validate_input() {
         sec["dangerous_commands"].as_array().unwrap().len() as u64,
         n("dangerous_commands")
     );
+    // Newest first, each folded with its result half.
+    let cmds = sec["dangerous_commands"].as_array().unwrap();
+    assert!(cmds
+        .windows(2)
+        .all(|w| w[0]["timestamp"].as_str() >= w[1]["timestamp"].as_str()));
+    assert!(cmds
+        .iter()
+        .all(|c| c["command"].as_str().is_some_and(|s| !s.is_empty()) && c["is_error"].is_u64()));
     assert_eq!(
         sec["sensitive_files"].as_array().unwrap().len() as u64,
         n("sensitive_file_accesses")

@@ -288,32 +288,55 @@ async fn file_access(
     // a duplicate from a re-ingest with lost state is collapsed by the next
     // background merge. Reading without FINAL halves these panels' latency.
     let scope = format!("{TS_RANGE} AND {PROJECT}");
-    let files = format!(
-        "SELECT file_path, count() AS accesses, countIf(access_type = 'read') AS reads, countIf(access_type = 'write') AS writes,
-                countIf(access_type = 'edit') AS edits, countIf(access_type IN ('search', 'list')) AS searches,
-                max(is_sensitive) AS sensitive, toString(max(timestamp)) AS last_access
-         FROM claude_file_access WHERE {scope}
-         GROUP BY file_path ORDER BY accesses DESC, file_path LIMIT {{lim:UInt32}}"
-    );
-    // Per extension; the totals are sums of these (a file has one extension).
-    let exts = format!(
-        "SELECT if(file_extension = '', '(none)', file_extension) AS extension, count() AS accesses,
-                uniqExact(file_path) AS files, countIf(is_sensitive) AS sensitive_accesses,
-                countIf(access_type = 'read') AS reads, countIf(access_type = 'write') AS writes,
-                countIf(access_type = 'edit') AS edits
-         FROM claude_file_access WHERE {scope} GROUP BY extension ORDER BY accesses DESC"
+    // One scan: fold the accesses per file, then roll those up per extension
+    // and overall with grouping sets (level 0 = file, 2 = extension, 3 = all).
+    let summary = format!(
+        "SELECT grouping(file_path, file_extension) AS level, file_path,
+                if(file_extension = '', '(none)', file_extension) AS extension,
+                sum(a) AS accesses, count() AS files, sum(r) AS reads, sum(w) AS writes, sum(e) AS edits,
+                sum(q) AS searches, sum(sens) AS sensitive_accesses, toString(max(last)) AS last_access
+         FROM (SELECT file_path, any(file_extension) AS file_extension, count() AS a,
+                      countIf(access_type = 'read') AS r, countIf(access_type = 'write') AS w,
+                      countIf(access_type = 'edit') AS e, countIf(access_type IN ('search', 'list')) AS q,
+                      countIf(is_sensitive) AS sens, max(timestamp) AS last
+               FROM claude_file_access WHERE {scope} GROUP BY file_path)
+         GROUP BY GROUPING SETS ((file_path, file_extension), (file_extension), ())
+         ORDER BY level, accesses DESC, file_path LIMIT {{lim:UInt32}} BY level"
     );
     let sensitive = format!(
         "SELECT toString(timestamp) AS timestamp, project, session_id, tool_name, access_type, file_path
          FROM (SELECT * FROM claude_file_access WHERE is_sensitive AND {scope})
          ORDER BY timestamp DESC LIMIT {{lim:UInt32}}"
     );
-    let (files, exts, sensitive) = tokio::join!(
-        rows(&s, &files, &f),
-        rows(&s, &exts, &f),
-        rows(&s, &sensitive, &f)
+    let (summary, sensitive) = tokio::join!(rows(&s, &summary, &f), rows(&s, &sensitive, &f));
+    let (mut files, mut exts, mut totals) = (
+        Vec::new(),
+        Vec::new(),
+        json!({"accesses": 0, "files": 0,
+        "sensitive_accesses": 0, "reads": 0, "writes": 0, "edits": 0}),
     );
-    let (files, exts) = (files?, exts?);
+    for mut r in summary? {
+        let level = r.remove("level").and_then(|l| l.as_u64()).unwrap_or(0);
+        match level {
+            0 => {
+                r.remove("files");
+                let sensitive = r.get("sensitive_accesses").and_then(Value::as_u64) > Some(0);
+                r.insert("sensitive".into(), Value::Bool(sensitive));
+                files.push(r);
+            }
+            _ => {
+                for k in ["file_path", "searches", "last_access"] {
+                    r.remove(k);
+                }
+                if level == 2 {
+                    exts.push(r);
+                } else {
+                    r.remove("extension");
+                    totals = Value::Object(r);
+                }
+            }
+        }
+    }
     // The heatmap covers the twelve busiest files found above.
     let top: Vec<Value> = files
         .iter()
@@ -325,27 +348,22 @@ async fn file_access(
          FROM claude_file_access WHERE {scope} AND has({{top:Array(String)}}, file_path)
          GROUP BY file_path, day ORDER BY file_path, day"
     );
-    let heatmap = s
-        .client
-        .query_json(
-            &heatmap_sql,
-            &[
-                ("from", Value::from(f.from.clone())),
-                ("to", Value::from(f.to.clone())),
-                ("project", Value::from(f.project.clone())),
-                ("top", Value::Array(top)),
-            ],
-        )
-        .await
-        .map_err(ApiError::Upstream)?;
-    let total = |k: &str| {
-        exts.iter()
-            .map(|r| r.get(k).and_then(Value::as_u64).unwrap_or(0))
-            .sum::<u64>()
+    let heatmap = if top.is_empty() {
+        Vec::new()
+    } else {
+        s.client
+            .query_json(
+                &heatmap_sql,
+                &[
+                    ("from", Value::from(f.from.clone())),
+                    ("to", Value::from(f.to.clone())),
+                    ("project", Value::from(f.project.clone())),
+                    ("top", Value::Array(top)),
+                ],
+            )
+            .await
+            .map_err(ApiError::Upstream)?
     };
-    let totals = json!({"accesses": total("accesses"), "files": total("files"), "sensitive_accesses": total("sensitive_accesses"),
-        "reads": total("reads"), "writes": total("writes"), "edits": total("edits")});
-    let exts: Vec<_> = exts.into_iter().take(f.limit as usize).collect();
     Ok(Json(
         json!({"filters": echo(&f), "totals": totals, "files": files, "extensions": exts,
         "sensitive_accesses": sensitive?, "heatmap": heatmap}),
@@ -469,10 +487,19 @@ async fn security_events(
                        arrayMap(x -> toUInt64(1), secret_labels)) AS kinds
          FROM claude_messages WHERE {TS_RANGE} AND {PROJECT}"
     );
+    // The label, time and command live on the call half of a tool row, so the
+    // newest dangerous calls are found without FINAL; only those few keys are
+    // then folded with their result half (for is_error) through the primary key.
     let dangerous = format!(
-        "SELECT toString(timestamp) AS timestamp, project, session_id, command, is_error
-         FROM (SELECT * FROM {CALLS} WHERE has(labels, 'dangerous_command') AND tool_name != '' AND {TS_RANGE} AND {PROJECT})
-         ORDER BY timestamp DESC LIMIT {{lim:UInt32}}"
+        "SELECT toString(ts) AS timestamp, project, session_id, command, is_error
+         FROM (SELECT session_id, max(timestamp) AS ts, max(project) AS project, max(command) AS command, max(is_error) AS is_error
+               FROM claude_tool_usage
+               WHERE (session_id, tool_use_id) IN (
+                   SELECT session_id, tool_use_id FROM claude_tool_usage
+                   WHERE has(labels, 'dangerous_command') AND tool_name != '' AND {TS_RANGE} AND {PROJECT}
+                   ORDER BY timestamp DESC LIMIT {{lim:UInt32}})
+               GROUP BY session_id, tool_use_id)
+         ORDER BY ts DESC"
     );
     let files = format!(
         "SELECT toString(timestamp) AS timestamp, project, session_id, tool_name, file_path
