@@ -112,4 +112,42 @@ fn main() {
         a / b,
         1e6 / b - 1e6 / a
     );
+
+    // Where the plugin time goes: the host's fixed cost per call (a fresh
+    // pooled instance, fuel, input copy, output parse) measured with a
+    // plugin that does no work, against the real classifier on a real entry.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("noop.wat"), NOOP_WAT).unwrap();
+    let (noop, rejected) = PluginsHandle::load(tmp.path(), limits).expect("noop plugin");
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let input = format!(
+        r#"{{"entry": {}, "project": "p", "labels": [], "config": null}}"#,
+        lines[1]
+    );
+    let per_call = |caller: &PluginsHandle, name: &str| {
+        let calls = 20_000;
+        for _ in 0..1000 {
+            caller.call(name, input.as_bytes()).unwrap();
+        }
+        let t0 = Instant::now();
+        for _ in 0..calls {
+            caller.call(name, input.as_bytes()).unwrap();
+        }
+        t0.elapsed().as_secs_f64() * 1e6 / calls as f64
+    };
+    println!(
+        "one call, {} B input: no-op plugin {:.2} µs (host floor), dangerous_bash {:.2} µs",
+        input.len(),
+        per_call(&noop, "noop"),
+        per_call(&plugins, "dangerous_bash")
+    );
 }
+
+/// The smallest valid plugin: returns `{}` without reading its input.
+const NOOP_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{}")
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "process") (param i32 i32) (result i64)
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 2))))
+"#;
