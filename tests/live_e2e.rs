@@ -17,6 +17,7 @@ struct Running {
     shutdown: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<anyhow::Result<claude_ingest::pipeline::RunSummary>>,
     status: Arc<IngestStatus>,
+    _stop_on_drop: StopOnDrop,
 }
 
 async fn start(cfg: claude_ingest::config::Config) -> Running {
@@ -38,6 +39,7 @@ async fn start(cfg: claude_ingest::config::Config) -> Running {
     });
     let status = rx.await.expect("pipeline started");
     Running {
+        _stop_on_drop: StopOnDrop(shutdown.clone()),
         shutdown,
         task,
         status,

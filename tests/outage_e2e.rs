@@ -33,6 +33,9 @@ async fn survives_a_clickhouse_outage_without_loss_or_duplicates() {
     let (mut cfg, _) = config("outage", root.path(), state.path());
     cfg.clickhouse.url = server.url().to_string();
     cfg.batch.max_delay_ms = 50;
+    // Small bounds, so the test can see the tailer held back during the outage.
+    cfg.batch.queue_capacity = 16;
+    cfg.batch.max_rows = 50;
     let ch = claude_ingest::sink::clickhouse::ChClient::new(
         claude_ingest::sink::clickhouse::ChSettings {
             url: server.url().to_string(),
@@ -49,6 +52,7 @@ async fn survives_a_clickhouse_outage_without_loss_or_duplicates() {
         append(&file, &entry_lines("o", i));
     }
     let shutdown = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(shutdown.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let flag = shutdown.clone();
     let run_cfg = cfg.clone();
@@ -85,19 +89,49 @@ async fn survives_a_clickhouse_outage_without_loss_or_duplicates() {
         "status must report the outage: {snap:?}"
     );
     assert!(snap.pending_rows > 0);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Backpressure: far more lines than the pipeline may hold arrive while
+    // ClickHouse is down; the tailer must stop reading instead of buffering.
+    let burst = 2000;
+    for i in 30..30 + burst {
+        append(&file, &entry_lines("o", i));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let snap = status.snapshot();
+    let in_flight = snap.lines_read - 30;
+    eprintln!(
+        "outage: {in_flight} of {} lines taken in, queue {}/{}, {} rows pending",
+        60 + 3 * burst,
+        snap.queue_depth,
+        snap.queue_capacity,
+        snap.pending_rows
+    );
+    assert!(
+        in_flight < 1000,
+        "the tailer kept reading during the outage ({in_flight} of {} lines taken in): {snap:?}",
+        60 + 3 * burst
+    );
+    assert!(snap.queue_depth <= snap.queue_capacity, "{snap:?}");
 
     let server =
         EmbeddedClickHouse::start_on_port(None, data.path(), port).expect("restart engine");
-    assert_eq!(wait_count(&ch, q, 90, Duration::from_secs(30)).await, 90);
+    let total = 90 + 3 * burst as u64;
+    assert_eq!(
+        wait_count(&ch, q, total, Duration::from_secs(60)).await,
+        total
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!status.snapshot().clickhouse_down);
     shutdown.store(true, Ordering::SeqCst);
     task.await.unwrap().unwrap();
-    assert_eq!(count(&ch, q).await, 90, "no duplicates after the retries");
+    assert_eq!(
+        count(&ch, q).await,
+        total,
+        "no duplicates after the retries"
+    );
     assert_eq!(
         count(&ch, "SELECT sum(entries) FROM claude_sessions").await,
-        90
+        total
     );
     drop(server);
 }

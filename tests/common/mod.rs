@@ -133,3 +133,14 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
+
+/// Sets a pipeline's shutdown flag when dropped, so a failing assertion ends
+/// the test instead of hanging: the runtime waits for the router's blocking
+/// task on drop, and that task only ends once the tailer sees the flag.
+pub struct StopOnDrop(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
