@@ -803,25 +803,3 @@ fn example_bash_commands() {
     assert!(ddl.contains("CREATE TABLE IF NOT EXISTS plugin_bash_commands"));
     assert!(ddl.contains("ReplacingMergeTree"));
 }
-
-#[test]
-#[ignore = "manual benchmark"]
-fn bench_examples() {
-    let Some(host) = examples() else { return };
-    let cases = [
-        ("dangerous_bash", input(json!({"type": "user"}))),
-        ("dangerous_bash", input(bash_entry(&["ls"]))),
-        ("email_mask", input(json!({"type": "user"}))),
-        ("bash_commands", input(bash_entry(&["ls"]))),
-    ];
-    for (name, inp) in &cases {
-        for _ in 0..50 {
-            host.call(name, inp).unwrap();
-        }
-        let start = Instant::now();
-        for _ in 0..500 {
-            host.call(name, inp).unwrap();
-        }
-        eprintln!("{name} ({} bytes): {:?}", inp.len(), start.elapsed() / 500);
-    }
-}
