@@ -7,17 +7,12 @@
 //! `cargo bench --bench api_latency` (env API_BENCH_MESSAGES, default 1000000;
 //! API_BENCH_RUNS, default 30; API_BENCH_KEEP=1 keeps the database for inspection).
 
-use claude_ingest::api::{router, ApiState};
-use claude_ingest::config::{ClickHouseMode, Config};
 use claude_ingest::pipeline::{run, RunOptions};
 use claude_ingest::sink::clickhouse::ChClient;
-use claude_ingest::sink::status::IngestStatus;
 use claude_ingest::sink::testing;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 
 const TOOLS: &[&str] = &[
@@ -139,37 +134,14 @@ fn write_corpus(root: &Path, messages: usize) -> (usize, u64) {
 
 /// Generate the corpus and ingest it through the pipeline into a fresh database.
 fn ingest_corpus(rt: &tokio::runtime::Runtime, messages: usize) -> (ChClient, u64) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
     let (lines, bytes) = write_corpus(root.path(), messages);
     println!("corpus: {lines} message lines, {:.0} MiB, 2000 sessions, 20 projects, 90 days (generated in {:.1} s)", bytes as f64 / 1048576.0, t0.elapsed().as_secs_f64());
 
-    let settings = testing::settings("bench_api");
-    let mut cfg = Config {
-        root: root.path().to_path_buf(),
-        state_dir: state.path().to_path_buf(),
-        rules_dir: repo.join("rules"),
-        plugins_dir: state.path().join("none"),
-        ..Config::default()
-    };
-    cfg.clickhouse.mode = ClickHouseMode::Server;
-    cfg.clickhouse.url = settings.url.clone();
-    cfg.clickhouse.database = settings.database.clone();
-    cfg.batch.backfill_max_rows = 20_000;
-    let summary = rt
-        .block_on(run(
-            &cfg,
-            RunOptions {
-                follow: false,
-                listen: None,
-                progress: false,
-                shutdown: Arc::new(AtomicBool::new(false)),
-                status_out: None,
-            },
-        ))
-        .unwrap();
+    let (cfg, settings) = testing::config("bench_api", root.path(), state.path());
+    let summary = rt.block_on(run(&cfg, RunOptions::once())).unwrap();
     println!("ingested through the pipeline: {summary}");
     let ch = ChClient::new(settings).unwrap();
     let stored = rt.block_on(ch.count("claude_messages", false)).unwrap();
@@ -226,16 +198,7 @@ fn main() {
     } else {
         ingest_corpus(&rt, messages)
     };
-    let base = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(ApiState {
-            client: ch.clone(),
-            status: Arc::new(IngestStatus::new(16)),
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        base
-    });
+    let base = rt.block_on(testing::serve_api(ch.clone())).unwrap();
     let http = reqwest::Client::new();
     let endpoints = [
         "/api/overview",

@@ -5,7 +5,6 @@
 //!
 //! `cargo bench --bench ingest_throughput` (env BENCH_LINES, default 300000).
 
-use claude_ingest::config::{ClickHouseMode, Config};
 use claude_ingest::parse::parse_line;
 use claude_ingest::pipeline::{run, RunOptions};
 use claude_ingest::plugins::api::NoPlugins;
@@ -15,8 +14,6 @@ use claude_ingest::sink::testing;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 
 fn exchange(session: &str, n: usize) -> [String; 3] {
@@ -112,30 +109,8 @@ fn main() {
     );
 
     // Stage 2: the whole pipeline into ClickHouse.
-    let settings = testing::settings("bench_ingest");
-    let mut cfg = Config {
-        root: root.path().to_path_buf(),
-        state_dir: state.path().to_path_buf(),
-        rules_dir: repo.join("rules"),
-        plugins_dir: state.path().join("none"),
-        ..Config::default()
-    };
-    cfg.clickhouse.mode = ClickHouseMode::Server;
-    cfg.clickhouse.url = settings.url.clone();
-    cfg.clickhouse.database = settings.database.clone();
-    cfg.batch.backfill_max_rows = 20_000;
-    let summary = rt
-        .block_on(run(
-            &cfg,
-            RunOptions {
-                follow: false,
-                listen: None,
-                progress: false,
-                shutdown: Arc::new(AtomicBool::new(false)),
-                status_out: None,
-            },
-        ))
-        .unwrap();
+    let (cfg, settings) = testing::config("bench_ingest", root.path(), state.path());
+    let summary = rt.block_on(run(&cfg, RunOptions::once())).unwrap();
     let secs = summary.elapsed.as_secs_f64();
     println!(
         "backfill end to end (backfill batches of {} rows): {} lines, {:.1} MiB in {:.2} s = {:.0} lines/s, {:.1} MiB/s, {} rows stored",

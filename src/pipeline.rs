@@ -183,6 +183,20 @@ pub struct RunOptions {
     pub status_out: Option<tokio::sync::oneshot::Sender<Arc<IngestStatus>>>,
 }
 
+impl RunOptions {
+    /// One pass over the existing files, then return: no follow, no API, no
+    /// progress bar, nobody else holding the shutdown flag.
+    pub fn once() -> RunOptions {
+        RunOptions {
+            follow: false,
+            listen: None,
+            progress: false,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            status_out: None,
+        }
+    }
+}
+
 pub async fn ingest(cfg: Config, listen: Option<String>) -> Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let summary = run(
@@ -204,11 +218,8 @@ pub async fn backfill(cfg: Config, progress: bool) -> Result<String> {
     let summary = run(
         &cfg,
         RunOptions {
-            follow: false,
-            listen: None,
             progress,
-            shutdown: Arc::new(AtomicBool::new(false)),
-            status_out: None,
+            ..RunOptions::once()
         },
     )
     .await?;

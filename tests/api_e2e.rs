@@ -4,13 +4,10 @@
 
 mod common;
 
-use claude_ingest::api::{router, ApiState};
 use claude_ingest::pipeline::{run, RunOptions};
-use claude_ingest::sink::status::IngestStatus;
+use claude_ingest::sink::testing;
 use common::*;
 use serde_json::Value;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 async fn get(base: &str, path: &str) -> (u16, Value) {
     let r = reqwest::get(format!("{base}{path}"))
@@ -41,26 +38,9 @@ async fn endpoints_answer_exactly_and_validate_input() {
         &repo().join("examples/claude-projects"),
         state.path(),
     );
-    run(
-        &cfg,
-        RunOptions {
-            follow: false,
-            listen: None,
-            progress: false,
-            shutdown: Arc::new(AtomicBool::new(false)),
-            status_out: None,
-        },
-    )
-    .await
-    .unwrap();
+    run(&cfg, RunOptions::once()).await.unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(ApiState {
-        client: ch.clone(),
-        status: Arc::new(IngestStatus::new(16)),
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = testing::serve_api(ch.clone()).await.unwrap();
 
     // overview: totals from the materialized view
     let (c, ov) = get(&base, "/api/overview").await;

@@ -7,23 +7,11 @@ mod common;
 use claude_ingest::pipeline::{run, RunOptions};
 use common::*;
 use serde_json::Value;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 fn expected() -> Value {
     let text =
         std::fs::read_to_string(repo().join("examples/EXPECTED.json")).expect("EXPECTED.json");
     serde_json::from_str(&text).expect("valid json")
-}
-
-fn opts() -> RunOptions {
-    RunOptions {
-        follow: false,
-        listen: None,
-        progress: false,
-        shutdown: Arc::new(AtomicBool::new(false)),
-        status_out: None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +25,7 @@ async fn examples_land_exactly_and_idempotently() {
         state.path(),
     );
 
-    let summary = run(&cfg, opts()).await.expect("backfill");
+    let summary = run(&cfg, RunOptions::once()).await.expect("backfill");
     assert_eq!(summary.lines, n("lines"), "{summary}");
     assert_eq!(summary.files, n("files"));
     assert_eq!(summary.dead_letters, n("malformed_lines"));
@@ -285,7 +273,9 @@ async fn examples_land_exactly_and_idempotently() {
     );
 
     // a second run reads nothing new and stores nothing twice
-    let again = run(&cfg, opts()).await.expect("second backfill");
+    let again = run(&cfg, RunOptions::once())
+        .await
+        .expect("second backfill");
     assert_eq!(again.lines, 0, "{again}");
     assert_eq!(
         count(&ch, "SELECT count() FROM claude_messages").await,

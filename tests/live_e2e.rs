@@ -5,53 +5,11 @@
 
 mod common;
 
-use claude_ingest::pipeline::{run, RunOptions};
 use claude_ingest::sink::status::IngestStatus;
 use common::*;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-struct Running {
-    shutdown: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<anyhow::Result<claude_ingest::pipeline::RunSummary>>,
-    status: Arc<IngestStatus>,
-    _stop_on_drop: StopOnDrop,
-}
-
-async fn start(cfg: claude_ingest::config::Config) -> Running {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let flag = shutdown.clone();
-    let task = tokio::spawn(async move {
-        run(
-            &cfg,
-            RunOptions {
-                follow: true,
-                listen: None,
-                progress: false,
-                shutdown: flag,
-                status_out: Some(tx),
-            },
-        )
-        .await
-    });
-    let status = rx.await.expect("pipeline started");
-    Running {
-        _stop_on_drop: StopOnDrop(shutdown.clone()),
-        shutdown,
-        task,
-        status,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        self.task.await.expect("join").expect("clean stop");
-    }
-}
 
 async fn wait_caught_up(st: &IngestStatus) {
     let t0 = Instant::now();

@@ -4,11 +4,9 @@
 
 mod common;
 
-use claude_ingest::pipeline::{run, RunOptions};
 use claude_ingest::sink::embedded::EmbeddedClickHouse;
 use common::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -51,25 +49,8 @@ async fn survives_a_clickhouse_outage_without_loss_or_duplicates() {
     for i in 0..10 {
         append(&file, &entry_lines("o", i));
     }
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let _stop_on_drop = StopOnDrop(shutdown.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let flag = shutdown.clone();
-    let run_cfg = cfg.clone();
-    let task = tokio::spawn(async move {
-        run(
-            &run_cfg,
-            RunOptions {
-                follow: true,
-                listen: None,
-                progress: false,
-                shutdown: flag,
-                status_out: Some(tx),
-            },
-        )
-        .await
-    });
-    let status = rx.await.unwrap();
+    let running = start(cfg.clone()).await;
+    let status = running.status.clone();
     let q = "SELECT count() FROM claude_messages";
     assert_eq!(wait_count(&ch, q, 30, Duration::from_secs(20)).await, 30);
 
@@ -122,8 +103,7 @@ async fn survives_a_clickhouse_outage_without_loss_or_duplicates() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!status.snapshot().clickhouse_down);
-    shutdown.store(true, Ordering::SeqCst);
-    task.await.unwrap().unwrap();
+    running.stop().await;
     assert_eq!(
         count(&ch, q).await,
         total,

@@ -27,10 +27,9 @@ fn opts(
     (
         RunOptions {
             follow,
-            listen: None,
-            progress: false,
             shutdown: flag.clone(),
             status_out: Some(tx),
+            ..RunOptions::once()
         },
         flag,
         rx,

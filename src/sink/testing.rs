@@ -4,6 +4,8 @@
 
 use super::clickhouse::{ChClient, ChSettings};
 use super::embedded::EmbeddedClickHouse;
+use crate::config::{ClickHouseMode, Config};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -65,6 +67,38 @@ pub fn settings(prefix: &str) -> ChSettings {
         database: fresh_database(prefix),
         lz4: false,
     }
+}
+
+/// A config for the test server: a fresh database, the repository's default
+/// rule pack, no plugins, `root` as the projects tree and `state` as state dir.
+pub fn config(prefix: &str, root: &Path, state: &Path) -> (Config, ChSettings) {
+    let settings = settings(prefix);
+    let mut cfg = Config {
+        root: root.to_path_buf(),
+        state_dir: state.to_path_buf(),
+        rules_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        plugins_dir: state.join("no-plugins"),
+        ..Config::default()
+    };
+    cfg.clickhouse.mode = ClickHouseMode::Server;
+    cfg.clickhouse.url = settings.url.clone();
+    cfg.clickhouse.user = settings.user.clone();
+    cfg.clickhouse.password = settings.password.clone();
+    cfg.clickhouse.database = settings.database.clone();
+    (cfg, settings)
+}
+
+/// Serves the API and dashboard over `client` on a free loopback port (for the
+/// rest of the runtime's life) and returns its base URL.
+pub async fn serve_api(client: ChClient) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = crate::api::router(crate::api::ApiState {
+        client,
+        status: std::sync::Arc::new(crate::sink::status::IngestStatus::new(16)),
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(base)
 }
 
 /// A client on a fresh database with the built-in schema applied.

@@ -2,12 +2,16 @@
 //! test ClickHouse (embedded engine, or CLICKHOUSE_URL), corpus writers, polling.
 #![allow(dead_code)]
 
-use claude_ingest::config::{ClickHouseMode, Config};
+use claude_ingest::config::Config;
+use claude_ingest::pipeline::{run, RunOptions, RunSummary};
 use claude_ingest::sink::clickhouse::ChClient;
+use claude_ingest::sink::status::IngestStatus;
 use claude_ingest::sink::testing;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
@@ -16,19 +20,7 @@ pub fn repo() -> PathBuf {
 
 /// A config for the test server with a fresh database and its own state dir.
 pub fn config(prefix: &str, root: &Path, state: &Path) -> (Config, ChClient) {
-    let settings = testing::settings(prefix);
-    let mut cfg = Config {
-        root: root.to_path_buf(),
-        state_dir: state.to_path_buf(),
-        rules_dir: repo().join("rules"),
-        plugins_dir: state.join("no-plugins"),
-        ..Config::default()
-    };
-    cfg.clickhouse.mode = ClickHouseMode::Server;
-    cfg.clickhouse.url = settings.url.clone();
-    cfg.clickhouse.user = settings.user.clone();
-    cfg.clickhouse.password = settings.password.clone();
-    cfg.clickhouse.database = settings.database.clone();
+    let (mut cfg, settings) = testing::config(prefix, root, state);
     cfg.source.poll_interval_ms = 200;
     let client = ChClient::new(settings).expect("client");
     (cfg, client)
@@ -69,15 +61,7 @@ pub async fn try_count(client: &ChClient, sql: &str) -> u64 {
 pub async fn wait_count(client: &ChClient, sql: &str, want: u64, timeout: Duration) -> u64 {
     let t0 = Instant::now();
     loop {
-        let got = client
-            .query_json(sql, &[])
-            .await
-            .ok()
-            .and_then(|r| {
-                r.first()
-                    .and_then(|r| r.values().next().and_then(Value::as_u64))
-            })
-            .unwrap_or(0);
+        let got = try_count(client, sql).await;
         if got == want || t0.elapsed() > timeout {
             return got;
         }
@@ -134,13 +118,49 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// An `ingest` (backfill, then follow) running in the test's runtime.
+pub struct Running {
+    pub shutdown: Arc<AtomicBool>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
+    pub status: Arc<IngestStatus>,
+    _stop_on_drop: StopOnDrop,
+}
+
+/// Starts `ingest` and waits until its status is published.
+pub async fn start(cfg: Config) -> Running {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let opts = RunOptions {
+        follow: true,
+        shutdown: shutdown.clone(),
+        status_out: Some(tx),
+        ..RunOptions::once()
+    };
+    let task = tokio::spawn(async move { run(&cfg, opts).await });
+    let status = rx.await.expect("pipeline started");
+    Running {
+        _stop_on_drop: StopOnDrop(shutdown.clone()),
+        shutdown,
+        task,
+        status,
+    }
+}
+
+impl Running {
+    /// Sets the shutdown flag and waits for a clean stop.
+    pub async fn stop(self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.task.await.expect("join").expect("clean stop");
+    }
+}
+
 /// Sets a pipeline's shutdown flag when dropped, so a failing assertion ends
 /// the test instead of hanging: the runtime waits for the router's blocking
 /// task on drop, and that task only ends once the tailer sees the flag.
-pub struct StopOnDrop(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub struct StopOnDrop(pub Arc<AtomicBool>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.store(true, Ordering::SeqCst);
     }
 }
