@@ -106,17 +106,26 @@ fn filters(
 
 /// Run one query with the standard bound parameters.
 async fn rows(s: &ApiState, sql: &str, f: &Filters) -> Result<Rows, ApiError> {
+    rows_with(s, sql, f, None).await
+}
+
+/// Like [`rows`], with one more bound parameter.
+async fn rows_with(
+    s: &ApiState,
+    sql: &str,
+    f: &Filters,
+    extra: Option<(&str, Value)>,
+) -> Result<Rows, ApiError> {
+    let mut params = vec![
+        ("from", Value::from(f.from.clone())),
+        ("to", Value::from(f.to.clone())),
+        ("project", Value::from(f.project.clone())),
+        ("session", Value::from(f.session.clone())),
+        ("lim", Value::from(f.limit)),
+    ];
+    params.extend(extra);
     s.client
-        .query_json(
-            sql,
-            &[
-                ("from", Value::from(f.from.clone())),
-                ("to", Value::from(f.to.clone())),
-                ("project", Value::from(f.project.clone())),
-                ("session", Value::from(f.session.clone())),
-                ("lim", Value::from(f.limit)),
-            ],
-        )
+        .query_json(sql, &params)
         .await
         .map_err(ApiError::Upstream)
 }
@@ -351,18 +360,7 @@ async fn file_access(
     let heatmap = if top.is_empty() {
         Vec::new()
     } else {
-        s.client
-            .query_json(
-                &heatmap_sql,
-                &[
-                    ("from", Value::from(f.from.clone())),
-                    ("to", Value::from(f.to.clone())),
-                    ("project", Value::from(f.project.clone())),
-                    ("top", Value::Array(top)),
-                ],
-            )
-            .await
-            .map_err(ApiError::Upstream)?
+        rows_with(&s, &heatmap_sql, &f, Some(("top", Value::Array(top)))).await?
     };
     Ok(Json(
         json!({"filters": echo(&f), "totals": totals, "files": files, "extensions": exts,
