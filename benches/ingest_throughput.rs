@@ -93,6 +93,7 @@ fn main() {
                     project: "p",
                     source_file: "/x/p/s.jsonl",
                     offset: i as u64,
+                    fallback_time: None,
                 },
                 &NoPlugins,
             )

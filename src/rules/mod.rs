@@ -227,11 +227,15 @@ pub struct RuleSet {
 }
 
 /// One entry, as the router hands it over.
+#[derive(Default)]
 pub struct EntryInput<'a> {
     pub doc: Value,
     pub project: &'a str,
     pub source_file: &'a str,
     pub offset: u64,
+    /// RFC 3339 time for a line without a timestamp of its own (`$fallback_time`):
+    /// the router gives the file's previous timestamp, or the file's mtime.
+    pub fallback_time: Option<String>,
 }
 
 /// What the rules made of one entry.
@@ -646,6 +650,10 @@ impl RuleSet {
         vars.insert(
             "entry_id".into(),
             Value::from(format!("{}:{}", input.source_file, input.offset)),
+        );
+        vars.insert(
+            "fallback_time".into(),
+            input.fallback_time.map_or(Value::Null, Value::from),
         );
 
         // 2. Plugins, in rule order.

@@ -25,16 +25,16 @@ pub const BUILTIN_SCHEMA: &[(&str, &str)] = &[
         include_str!("../../schema/003_claude_file_access.sql"),
     ),
     (
-        "004_claude_context_analysis.sql",
-        include_str!("../../schema/004_claude_context_analysis.sql"),
+        "004_claude_requests.sql",
+        include_str!("../../schema/004_claude_requests.sql"),
     ),
     (
         "005_claude_sessions.sql",
         include_str!("../../schema/005_claude_sessions.sql"),
     ),
     (
-        "006_daily_session_summary.sql",
-        include_str!("../../schema/006_daily_session_summary.sql"),
+        "006_claude_summaries.sql",
+        include_str!("../../schema/006_claude_summaries.sql"),
     ),
     (
         "007_claude_dead_letters.sql",
