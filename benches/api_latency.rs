@@ -153,8 +153,8 @@ fn ingest_corpus(rt: &tokio::runtime::Runtime, messages: usize) -> (ChClient, u6
             "claude_tool_usage",
             "claude_sessions",
             "claude_file_access",
-            "claude_context_analysis",
-            "daily_session_summary",
+            "claude_requests",
+            "claude_summaries",
         ] {
             let _ = ch.execute(&format!("OPTIMIZE TABLE {t} FINAL")).await;
         }

@@ -42,9 +42,22 @@ async fn endpoints_answer_exactly_and_validate_input() {
 
     let base = testing::serve_api(ch.clone()).await.unwrap();
 
-    // overview: totals from the materialized view
+    // overview: message counts from claude_messages, usage once per request
     let (c, ov) = get(&base, "/api/overview").await;
     assert_eq!(c, 200, "{ov}");
+    for key in [
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ] {
+        assert_eq!(ov["totals"][key], n(key), "{key}");
+        assert_eq!(sum(&ov["daily"], key) as u64, n(key), "{key}");
+    }
+    assert_eq!(ov["totals"]["responses"], n("usage_entries"));
+    assert_eq!(ov["totals"]["prompts"], n("prompts"));
+    assert_eq!(ov["totals"]["unpriced_responses"], 0);
+    assert_eq!(ov["unpriced_models"], serde_json::json!([]));
     assert_eq!(ov["totals"]["messages"], n("message_lines"));
     assert_eq!(ov["totals"]["sessions"], n("session_count"));
     assert_eq!(ov["totals"]["projects"], n("project_count"));
@@ -67,15 +80,25 @@ async fn endpoints_answer_exactly_and_validate_input() {
         sum(&s["sessions"], "output_tokens") as u64,
         n("output_tokens")
     );
+    let summarised: Vec<String> = s["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["summary"] != "")
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["project"].as_str().unwrap(),
+                r["session_id"].as_str().unwrap()
+            )
+        })
+        .collect();
     assert_eq!(
-        s["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["summary"] != "")
-            .count() as u64,
-        n("summary_lines")
+        summarised,
+        [exp["summary_session"].as_str().unwrap()],
+        "summary by leafUuid"
     );
+    assert_eq!(sum(&s["sessions"], "prompts") as u64, n("prompts"));
     let (_, s2) = get(&base, "/api/claude-sessions?limit=2").await;
     assert_eq!(s2["sessions"].as_array().unwrap().len(), 2);
     let (_, webapp) = get(&base, "/api/claude-sessions?project=-home-dev-webapp").await;
