@@ -235,6 +235,7 @@ async fn endpoints_answer_exactly_and_validate_input() {
     let (c, h) = get(&base, "/healthz").await;
     assert_eq!(c, 200, "{h}");
     assert_eq!(h["clickhouse_reachable"], true);
+    assert_eq!(h["unpriced_models"], serde_json::json!([]));
     assert!(h.get("ingestion_lag_ms").is_some() && h.get("queue_depth").is_some());
     let page = reqwest::get(format!("{base}/"))
         .await

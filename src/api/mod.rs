@@ -154,8 +154,15 @@ async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
     let ok = ch.is_ok() && !snap.clickhouse_down;
     let mut body = serde_json::to_value(&snap).unwrap_or_default();
     body["clickhouse_reachable"] = Value::Bool(ch.is_ok());
-    if let Err(e) = ch {
-        body["clickhouse_error"] = Value::from(format!("{e:#}"));
+    match ch {
+        Err(e) => body["clickhouse_error"] = Value::from(format!("{e:#}")),
+        // Tokens of a model with no price add no cost: the operator must see it.
+        Ok(()) => {
+            let sql = "SELECT model, count() AS lines FROM claude_requests WHERE NOT priced GROUP BY model ORDER BY model";
+            if let Ok(unpriced) = s.client.query_json(sql, &[]).await {
+                body["unpriced_models"] = Value::from(unpriced);
+            }
+        }
     }
     body["status"] = Value::from(if ok { "ok" } else { "degraded" });
     (
