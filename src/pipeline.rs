@@ -230,10 +230,7 @@ pub async fn backfill(cfg: Config, progress: bool) -> Result<String> {
 pub async fn serve(cfg: Config, listen: &str) -> Result<()> {
     let conn = connect(&cfg).await?;
     let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
-    let state = api::ApiState {
-        client: conn.client.clone(),
-        status,
-    };
+    let state = api::ApiState::from_config(conn.client.clone(), status, &cfg.api, listen);
     api::serve(listen, state, shutdown_signal()).await
 }
 
@@ -366,10 +363,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     }
     let api_task = match &opts.listen {
         Some(addr) => {
-            let state = api::ApiState {
-                client: conn.client.clone(),
-                status: status.clone(),
-            };
+            let state =
+                api::ApiState::from_config(conn.client.clone(), status.clone(), &cfg.api, addr);
             let flag = shutdown.clone();
             let addr = addr.clone();
             Some(tokio::spawn(async move {

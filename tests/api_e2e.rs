@@ -250,3 +250,74 @@ async fn endpoints_answer_exactly_and_validate_input() {
     );
     ch.drop_database().await.unwrap();
 }
+
+/// An API in front of a ClickHouse that accepts connections and never
+/// answers: every request ends with 503 + Retry-After within the deadline
+/// (nothing hangs), a burst over the in-flight bound is shed at once, and a
+/// Host the API does not serve is refused (DNS rebinding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clickhouse_bursts_and_foreign_hosts_degrade_cleanly() {
+    use claude_ingest::api::{guard::Guard, router, ApiState};
+    use claude_ingest::sink::clickhouse::{ChClient, ChSettings};
+    use std::time::{Duration, Instant};
+
+    // a "ClickHouse" that holds every connection open and says nothing
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_url = format!("http://{}", stall.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = stall.accept().await {
+            held.push(sock);
+        }
+    });
+    let client = ChClient::new(ChSettings {
+        url: stall_url,
+        user: "default".into(),
+        password: String::new(),
+        database: "stalled".into(),
+        lz4: false,
+    })
+    .unwrap();
+    let guard = Guard::new("127.0.0.1:0", &[], 4, Duration::from_millis(400));
+    let status = std::sync::Arc::new(claude_ingest::sink::status::IngestStatus::new(16));
+    let app = router(ApiState::new(client, status, guard, 2));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let t0 = Instant::now();
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "healthz hung {:?}",
+        t0.elapsed()
+    );
+
+    // 40 at once against 4 slots: the excess is refused immediately, the rest time out
+    let http = reqwest::Client::new();
+    let calls = (0..40).map(|_| http.get(format!("{base}/api/overview")).send());
+    let codes: Vec<u16> = futures_join(calls).await;
+    assert!(codes.iter().all(|c| *c == 503), "{codes:?}");
+
+    let r = http
+        .get(format!("{base}/healthz"))
+        .header("Host", "attacker.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+}
+
+async fn futures_join<F>(calls: impl Iterator<Item = F>) -> Vec<u16>
+where
+    F: std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send + 'static,
+{
+    let tasks: Vec<_> = calls.map(tokio::spawn).collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap().unwrap().status().as_u16());
+    }
+    codes
+}

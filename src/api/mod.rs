@@ -6,10 +6,12 @@
 //! their keys (not FINAL). Every token and cost figure comes from
 //! `claude_requests FINAL` (one row per API request; see `usage`).
 
+pub mod guard;
 pub mod params;
 mod usage;
 pub use usage::{REQUESTS, SESSION_SUMMARIES};
 
+use crate::config::ApiSection;
 use crate::sink::clickhouse::ChClient;
 use crate::sink::status::IngestStatus;
 use anyhow::{Context, Result};
@@ -18,6 +20,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use guard::Guard;
 use params::Filters;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -28,6 +31,42 @@ use std::sync::Arc;
 pub struct ApiState {
     pub client: ChClient,
     pub status: Arc<IngestStatus>,
+    pub guard: Arc<Guard>,
+    /// Queries to ClickHouse at once from the API: a burst of clients waits
+    /// here (within the request deadline) instead of opening a connection each.
+    queries: Arc<tokio::sync::Semaphore>,
+}
+
+impl ApiState {
+    pub fn new(
+        client: ChClient,
+        status: Arc<IngestStatus>,
+        guard: Guard,
+        max_queries: usize,
+    ) -> ApiState {
+        ApiState {
+            client,
+            status,
+            guard: Arc::new(guard),
+            queries: Arc::new(tokio::sync::Semaphore::new(max_queries.max(1))),
+        }
+    }
+
+    /// The API's limits from the config, for an API listening on `listen`.
+    pub fn from_config(
+        client: ChClient,
+        status: Arc<IngestStatus>,
+        api: &ApiSection,
+        listen: &str,
+    ) -> ApiState {
+        let guard = Guard::new(
+            listen,
+            &api.allowed_hosts,
+            api.max_in_flight,
+            std::time::Duration::from_millis(api.request_timeout_ms),
+        );
+        ApiState::new(client, status, guard, api.max_queries)
+    }
 }
 
 /// Errors become JSON with a status that says whose fault it is.
@@ -75,6 +114,10 @@ pub fn router(state: ApiState) -> Router {
                 Json(json!({"error": "no such endpoint"})),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.guard.clone(),
+            guard::guard,
+        ))
         .with_state(state)
 }
 
@@ -126,6 +169,11 @@ async fn rows_with(
         ("lim", Value::from(f.limit)),
     ];
     params.extend(extra);
+    let _slot = s
+        .queries
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Upstream(e.into()))?;
     s.client
         .query_json(sql, &params)
         .await
