@@ -4,13 +4,15 @@
 //!
 //! The modules read like the pipeline:
 //! `source` (discover / tail / checkpoint) → `parse` → `rules` + `plugins`
-//! → `sink` (batch, spool, ClickHouse, dead letters) → `api` (HTTP + dashboard).
+//! → `sink` (batch, spool, ClickHouse, dead letters) → `api` (HTTP + dashboard)
+//! and `report` (ccusage-style usage reports on the command line).
 
 pub mod api;
 pub mod config;
 pub mod parse;
 pub mod pipeline;
 pub mod plugins;
+pub mod report;
 pub mod row;
 pub mod rules;
 pub mod sink;

@@ -1,4 +1,4 @@
-//! `claude-ingest` command line: ingest / backfill / serve / check-rules / schema.
+//! `claude-ingest` command line: ingest / backfill / serve / check-rules / schema / report.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -91,6 +91,8 @@ enum Command {
     },
     /// Print the DDL applied on start.
     Schema,
+    /// Usage reports like ccusage's: daily, weekly, monthly, session, blocks.
+    Report(claude_ingest::report::ReportArgs),
 }
 
 fn build_config(g: &GlobalArgs) -> Result<Config> {
@@ -127,9 +129,9 @@ fn build_config(g: &GlobalArgs) -> Result<Config> {
     Ok(cfg)
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -142,7 +144,13 @@ fn init_tracing(format: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.global.log_format);
+    // A report is read by a person: engine start-up chatter only on request (RUST_LOG).
+    let level = if matches!(cli.command, Command::Report(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(&cli.global.log_format, level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -190,6 +198,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Command::Serve { listen } => {
                         let listen = listen.unwrap_or_else(|| cfg.api.listen.clone());
                         pipeline::serve(cfg, &listen).await?;
+                    }
+                    Command::Report(args) => {
+                        let conn = pipeline::connect(&cfg).await?;
+                        print!("{}", claude_ingest::report::run(&conn.client, &args).await?);
                     }
                     Command::Schema | Command::CheckRules { .. } => {}
                 }
