@@ -13,4 +13,5 @@ echo "== cargo fmt --check"; cargo fmt --all -- --check
 echo "== cargo clippy";      cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test";        cargo test --locked --lib --bins --tests -- --test-threads=2
 echo "== dashboard in headless chromium"; bash tests/browser/run.sh
+echo "== report daily vs ccusage 20.0.24 on ../shared/real-logs"; bash scripts/ccusage-compare.sh
 echo "== all tests passed"

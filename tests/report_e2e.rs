@@ -211,6 +211,14 @@ async fn zones_filters_sessions_periods_and_blocks() {
     a.project = Some("/home/dev/lib".into());
     let lib = report_json(&client, &a).await;
     assert_eq!(tokens(&lib["totals"]), [21, 32, 0, 100, 153]);
+    a.project = Some("-home-dev-lib".into());
+    assert_eq!(report_json(&client, &a).await["totals"], lib["totals"]);
+    // a parent path takes every session that ran below it
+    a.project = Some("/home/dev/".into());
+    let all = report_json(&client, &a).await;
+    assert_eq!(tokens(&all["totals"]), [145, 482, 3700, 25100, 29427]);
+    a.project = Some("/home/de".into());
+    assert_eq!(tokens(&report_json(&client, &a).await["totals"]), [0; 5]);
     a.project = None;
     a.since = Some("20260111".into());
     let since = report_json(&client, &a).await;
@@ -326,4 +334,47 @@ async fn null_costs_are_listed_not_added_and_snapshots_count_once() {
         "{text}"
     );
     client.drop_database().await.ok();
+}
+
+/// The command line on the embedded store, as a user runs it: `backfill`, then
+/// `report` (which starts the engine on the same state dir again).
+#[test]
+fn cli_backfill_then_report_on_the_embedded_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = fixture_tree(tmp.path());
+    let state = tmp.path().join("state");
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_claude-ingest"))
+            .arg("--root")
+            .arg(&root)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--rules")
+            .arg(common::repo().join("rules"))
+            .arg("--plugins")
+            .arg(tmp.path().join("no-plugins"))
+            .args(args)
+            .env_remove("CLICKHOUSE_URL")
+            .env_remove("CLAUDE_INGEST_CONFIG")
+            .env_remove("CLAUDE_INGEST_DATABASE")
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run claude-ingest");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{args:?}: {out}{err}");
+        out
+    };
+    cli(&["backfill", "--quiet"]);
+    let json: Value = serde_json::from_str(&cli(&["report", "daily", "--json", "-z", "UTC"]))
+        .expect("JSON on stdout");
+    assert_eq!(
+        tokens(day(&json, "daily", "2026-01-10")),
+        [138, 412, 3000, 18100, 21650]
+    );
+    let table = cli(&["report", "monthly", "--project", "-home-dev-lib"]);
+    assert!(
+        table.contains("2026-01") && table.contains("153"),
+        "{table}"
+    );
 }

@@ -58,8 +58,9 @@ pub struct ReportArgs {
     /// Last day included (YYYY-MM-DD or YYYYMMDD, in the report's time zone).
     #[arg(long, short = 'u')]
     pub until: Option<String>,
-    /// Only this project: its directory under the projects root, or its path.
-    #[arg(long)]
+    /// Only this project: its directory under the projects root (`-home-me-app`),
+    /// or its path (`/home/me/app`: also sessions that ran in it or below it).
+    #[arg(long, allow_hyphen_values = true)]
     pub project: Option<String>,
     /// IANA time zone that days, weeks and months are cut in (default: the system's).
     #[arg(long, short = 'z')]
@@ -75,8 +76,8 @@ pub struct Filter {
     pub timezone: String,
     pub since: Option<NaiveDate>,
     pub until: Option<NaiveDate>,
-    /// Project directory names that match `--project` (empty: all).
-    pub projects: Vec<String>,
+    /// `--project`: a project directory name or a working directory path.
+    pub project: Option<String>,
 }
 
 impl Filter {
@@ -96,11 +97,7 @@ impl Filter {
             timezone,
             since,
             until,
-            projects: args
-                .project
-                .as_deref()
-                .map(project_names)
-                .unwrap_or_default(),
+            project: args.project.clone(),
         })
     }
 }
@@ -109,6 +106,7 @@ impl Filter {
 pub async fn run(client: &ChClient, args: &ReportArgs) -> Result<String> {
     let filter = Filter::from_args(args)?;
     tracing::debug!(kind = ?args.kind, ?filter, "report");
+    query::check_timezone(client, &filter.timezone).await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     match args.kind {
         ReportKind::Blocks => {
@@ -260,6 +258,21 @@ mod tests {
         assert_eq!(zone_of_tz_var(""), None);
         assert!(checked_timezone("UTC'; DROP").is_err());
         assert!(checked_timezone("Etc/GMT+5").is_ok());
+    }
+
+    #[test]
+    fn a_project_name_may_start_with_a_dash() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ReportArgs,
+        }
+        let cli = Cli::try_parse_from(["report", "session", "--project", "-home-me-app", "-j"])
+            .expect("parses");
+        assert_eq!(cli.args.kind, ReportKind::Session);
+        assert_eq!(cli.args.project.as_deref(), Some("-home-me-app"));
+        assert!(cli.args.json);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use super::blocks::Request;
 use super::shape::{Tokens, UsageRow};
-use super::{Filter, ReportKind};
+use super::{project_names, Filter, ReportKind};
 use crate::sink::clickhouse::ChClient;
 use anyhow::{anyhow, Context, Result};
 use serde_json::{Map, Value};
@@ -24,9 +24,18 @@ fn conditions(f: &Filter) -> (String, Vec<(&'static str, Value)>) {
         conds.push("toDate(timestamp, {tz:String}) <= {until:Date}".into());
         params.push(("until", d.to_string().into()));
     }
-    if !f.projects.is_empty() {
-        conds.push("project IN {projects:Array(String)}".into());
-        params.push(("projects", f.projects.clone().into()));
+    if let Some(arg) = &f.project {
+        // The directory name, or a session whose working directory is the
+        // given path or below it (copied or moved logs keep their cwd).
+        conds.push(
+            "(project IN {projects:Array(String)} OR (project, session_id) IN \
+               (SELECT project, session_id FROM claude_sessions \
+                WHERE project_path = {project_path:String} \
+                   OR startsWith(project_path, concat({project_path:String}, '/'))))"
+                .into(),
+        );
+        params.push(("projects", project_names(arg).into()));
+        params.push(("project_path", arg.trim_end_matches('/').into()));
     }
     (conds.join(" AND "), params)
 }
@@ -40,6 +49,22 @@ fn group_expr(kind: ReportKind) -> (&'static str, &'static str) {
         ReportKind::Monthly => ("formatDateTime(timestamp, '%Y-%m', {tz:String})", "''"),
         ReportKind::Session | ReportKind::Blocks => ("session_id", "project"),
     }
+}
+
+/// Fails with a plain message when ClickHouse does not know the zone.
+pub async fn check_timezone(client: &ChClient, tz: &str) -> Result<()> {
+    client
+        .query_json(
+            "SELECT toTimeZone(now(), {tz:String}) AS t",
+            &[("tz", tz.into())],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            anyhow!(
+                "unknown time zone `{tz}` (use an IANA name such as UTC or Europe/Paris): {e:#}"
+            )
+        })
 }
 
 /// Sums per (group, model) for the daily / weekly / monthly / session reports.
@@ -112,17 +137,11 @@ pub async fn project_paths(
     client: &ChClient,
     f: &Filter,
 ) -> Result<HashMap<(String, String), String>> {
-    let (cond, params) = if f.projects.is_empty() {
-        ("1", vec![])
-    } else {
-        (
-            "project IN {projects:Array(String)}",
-            vec![("projects", Value::from(f.projects.clone()))],
-        )
-    };
+    let (cond, params) = conditions(f);
     let sql = format!(
         "SELECT project, session_id, max(project_path) AS path FROM claude_sessions \
-         WHERE {cond} GROUP BY project, session_id"
+         WHERE (project, session_id) IN (SELECT project, session_id FROM claude_requests WHERE {cond}) \
+         GROUP BY project, session_id"
     );
     let rows = client
         .query_json(&sql, &params)

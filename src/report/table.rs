@@ -162,6 +162,9 @@ pub fn periods(
         ReportKind::Session => "Claude Code usage by session".to_string(),
         _ => format!("Claude Code usage, {} (time zone {tz})", kind_name(kind)),
     };
+    if r.groups.is_empty() {
+        return format!("{title}\n\nNo usage found (check --since, --until, --project).\n");
+    }
     let notes: Vec<String> = r.unpriced.iter().map(describe).collect();
     format!("{title}\n\n{}{}", t.render(), unpriced_note(&notes))
 }
@@ -256,10 +259,8 @@ pub fn blocks(list: &[Block], now_ms: i64, labels: &HashMap<i64, String>, tz: &s
         };
         let burn = blocks::burn_rate(b)
             .map(|r| {
-                format!(
-                    "{:.0} tok/min, ${:.2}/h",
-                    r.tokens_per_minute, r.cost_per_hour
-                )
+                let per_min = thousands(r.tokens_per_minute.round() as u64);
+                format!("{per_min} tok/min, ${:.2}/h", r.cost_per_hour)
             })
             .unwrap_or_else(|| "-".into());
         t.row(vec![
@@ -271,10 +272,11 @@ pub fn blocks(list: &[Block], now_ms: i64, labels: &HashMap<i64, String>, tz: &s
             burn,
         ]);
     }
-    let mut out = format!(
-        "Claude Code usage by 5-hour billing block (times in {tz})\n\n{}",
-        t.render()
-    );
+    let title = format!("Claude Code usage by 5-hour billing block (times in {tz})");
+    if list.is_empty() {
+        return format!("{title}\n\nNo usage found (check --since, --until, --project).\n");
+    }
+    let mut out = format!("{title}\n\n{}", t.render());
     if let Some(b) = list.iter().find(|b| b.is_active) {
         out.push_str(&active_note(b, now_ms, &label(b.end_ms)));
     }
@@ -289,29 +291,59 @@ pub fn blocks(list: &[Block], now_ms: i64, labels: &HashMap<i64, String>, tz: &s
 }
 
 fn active_note(b: &Block, now_ms: i64, end_label: &str) -> String {
-    let mut s = String::from("\nActive block: ");
-    match (blocks::burn_rate(b), blocks::projection(b, now_ms)) {
-        (Some(r), Some(p)) => {
-            let _ = write!(
-                s,
-                "{} tokens/min ({} input+output), ${:.2}/h; at this rate by {end_label}: {} tokens, ${:.2} ({} min left)\n",
-                thousands(r.tokens_per_minute.round() as u64),
-                thousands(r.tokens_per_minute_for_indicator.round() as u64),
-                r.cost_per_hour,
-                thousands(p.total_tokens),
-                p.total_cost,
-                p.remaining_minutes
-            );
-        }
-        _ => s.push_str("a single request so far, no burn rate yet\n"),
-    }
-    s
+    let (Some(r), Some(p)) = (blocks::burn_rate(b), blocks::projection(b, now_ms)) else {
+        return "\nActive block: a single request so far, no burn rate yet\n".into();
+    };
+    format!(
+        "\nActive block: {} tokens/min ({} input+output), ${:.2}/h; at this rate by {end_label}: \
+         {} tokens, ${:.2} ({} min left)\n",
+        thousands(r.tokens_per_minute.round() as u64),
+        thousands(r.tokens_per_minute_for_indicator.round() as u64),
+        r.cost_per_hour,
+        thousands(p.total_tokens),
+        p.total_cost,
+        p.remaining_minutes
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::shape::{Tokens, UsageRow};
+
+    #[test]
+    fn active_block_shows_time_left_and_projection() {
+        // 2026-01-10T09:00Z; requests at 09:10 and 09:40, now 10:00
+        let t0 = 1_768_035_600_000;
+        let req = |ts_ms| crate::report::blocks::Request {
+            ts_ms,
+            model: "claude-sonnet-4-5".into(),
+            tokens: Tokens {
+                input: 100,
+                output: 200,
+                cache_creation: 100,
+                cache_read: 1000,
+            },
+            cost: 0.6,
+            priced: true,
+        };
+        let now = t0 + 60 * 60_000;
+        let list = blocks::build(
+            &[req(t0 + 600_000), req(t0 + 2_400_000)],
+            now,
+            crate::report::BLOCK_MS,
+        );
+        let labels = HashMap::from([
+            (t0, "09:00".to_string()),
+            (t0 + 5 * 3_600_000, "14:00".to_string()),
+        ]);
+        let text = super::blocks(&list, now, &labels, "UTC");
+        assert!(text.contains("ACTIVE, 4h 0m left"), "{text}");
+        assert!(
+            text.contains("Active block: 93 tokens/min (20 input+output), $2.40/h; at this rate by 14:00: 25,200 tokens, $10.80 (240 min left)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn thousands_separators() {
