@@ -93,7 +93,8 @@ fn block(start_ms: i64, reqs: &[&Request], now_ms: i64, duration_ms: i64) -> Blo
     let actual_end_ms = reqs.last().map(|r| r.ts_ms).unwrap_or(start_ms);
     let mut tokens = Tokens::default();
     let mut cost = 0.0;
-    let mut models = BTreeSet::new();
+    // in order of first use, as ccusage lists them
+    let mut models: Vec<String> = Vec::new();
     let mut unpriced = BTreeSet::new();
     for r in reqs {
         tokens.add(&r.tokens);
@@ -101,7 +102,9 @@ fn block(start_ms: i64, reqs: &[&Request], now_ms: i64, duration_ms: i64) -> Blo
         if r.model == SYNTHETIC_MODEL && r.tokens.total() == 0 {
             continue;
         }
-        models.insert(r.model.clone());
+        if !models.contains(&r.model) {
+            models.push(r.model.clone());
+        }
         if !r.priced {
             unpriced.insert(r.model.clone());
         }
@@ -116,7 +119,7 @@ fn block(start_ms: i64, reqs: &[&Request], now_ms: i64, duration_ms: i64) -> Blo
         entries: reqs.len(),
         tokens,
         cost,
-        models: models.into_iter().collect(),
+        models,
         unpriced_models: unpriced.into_iter().collect(),
     }
 }
@@ -260,6 +263,7 @@ mod tests {
         vec![
             req(T0 + 17 * MIN, "claude-sonnet-4-5", 10, 20, 0.5),
             req(T0 + 77 * MIN, "mystery", 1, 2, 0.0),
+            req(T0 + 78 * MIN, "claude-haiku-4-5", 0, 0, 0.0),
             // 4h53m after the block's start, within 5 h of the previous request
             req(T0 + 293 * MIN, "claude-sonnet-4-5", 3, 4, 0.25),
             // more than 5 h after the block started, but not after the last request
@@ -283,7 +287,7 @@ mod tests {
                 "2026-01-11T00:00:00.000Z"
             ]
         );
-        assert_eq!(b[0].entries, 3);
+        assert_eq!(b[0].entries, 4);
         assert_eq!(iso_ms(b[0].end_ms), "2026-01-10T14:00:00.000Z");
         assert_eq!(
             b[0].actual_end_ms.map(iso_ms).unwrap(),
@@ -294,12 +298,17 @@ mod tests {
             Tokens {
                 input: 14,
                 output: 26,
-                cache_creation: 300,
-                cache_read: 3000
+                cache_creation: 400,
+                cache_read: 4000
             }
         );
         assert!((b[0].cost - 0.75).abs() < 1e-12);
-        assert_eq!(b[0].models, vec!["claude-sonnet-4-5", "mystery"]);
+        // in order of first use, like ccusage
+        assert_eq!(
+            b[0].models,
+            vec!["claude-sonnet-4-5", "mystery", "claude-haiku-4-5"]
+        );
+        assert_eq!(b[1].models, vec!["claude-opus-4-5"]);
         assert_eq!(b[0].unpriced_models, vec!["mystery"]);
         assert!(!b[1].is_gap, "new block because 5 h passed since the start");
         assert!(b[2].is_gap);
