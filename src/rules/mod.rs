@@ -664,6 +664,7 @@ impl RuleSet {
                 Some(w) => w.truthy(&Ctx {
                     entry: &doc,
                     item: None,
+                    index: None,
                     vars: &vars,
                     labels: &labels,
                     env: &self.env,
@@ -732,6 +733,7 @@ impl RuleSet {
             let ctx = Ctx {
                 entry: &doc,
                 item: None,
+                index: None,
                 vars: &vars,
                 labels: &labels,
                 env: &self.env,
@@ -748,6 +750,7 @@ impl RuleSet {
             let ctx = Ctx {
                 entry: &doc,
                 item: None,
+                index: None,
                 vars: &vars,
                 labels: &labels,
                 env: &self.env,
@@ -781,6 +784,7 @@ impl RuleSet {
         let ctx = Ctx {
             entry: &doc,
             item: None,
+            index: None,
             vars: &vars,
             labels: &labels,
             env: &self.env,
@@ -809,12 +813,12 @@ impl RuleSet {
                         _ => &[],
                     };
                     for (i, item) in list.iter().enumerate() {
-                        let mut ivars = vars.clone();
-                        ivars.insert("index".into(), Value::from(i));
+                        let index = Value::from(i);
                         let ictx = Ctx {
                             entry: &doc,
                             item: Some(item),
-                            vars: &ivars,
+                            index: Some(&index),
+                            vars: &vars,
                             labels: &labels,
                             env: &self.env,
                         };
