@@ -297,7 +297,7 @@ fn follow(rt: &tokio::runtime::Runtime) -> (f64, f64, f64) {
     )
     .spawn()
     .unwrap();
-    let child = Following(child);
+    let _engine = Following(child);
     let ch = ChClient::new(settings).unwrap();
     let caught_up = |want: u64| {
         let t0 = Instant::now();
