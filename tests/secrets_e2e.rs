@@ -215,6 +215,12 @@ fn redaction_report() {
             per.values().sum::<usize>()
         );
     }
+    // ordinary source files (third-party code: what Read results and Write
+    // inputs carry), each whole file one string, as in a tool result
+    let code = std::env::var("REDACTION_REPORT_CODE").unwrap_or_default();
+    for dir in code.split(':').filter(|d| !d.is_empty()) {
+        report_code(r, Path::new(dir));
+    }
     // recall on the secrets corpus, through the same path as the pipeline:
     // parsed lines redacted as documents, malformed lines as raw text
     let exp = corpus();
@@ -249,4 +255,51 @@ fn redaction_report() {
         );
     }
     println!("RECALL\t{caught}/{}", all.len());
+}
+
+/// Source files under `dir` (by extension, up to 512 KiB each).
+fn code_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    const EXT: &[&str] = &[
+        "rs", "py", "md", "toml", "yaml", "yml", "js", "ts", "sh", "ex", "exs", "go", "rb", "json",
+    ];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() && !p.is_symlink() {
+            code_files(&p, out);
+        } else if p
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| EXT.contains(&x))
+            && p.metadata().is_ok_and(|m| m.len() <= 512 * 1024)
+        {
+            out.push(p);
+        }
+    }
+}
+
+fn report_code(r: &Redactor, dir: &Path) {
+    let mut files = Vec::new();
+    code_files(dir, &mut files);
+    let (mut lines, mut per) = (0usize, BTreeMap::<String, usize>::new());
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        lines += text.lines().count();
+        for (name, m) in r.explain(&text) {
+            *per.entry(name.clone()).or_default() += 1;
+            let short: String = m.chars().take(100).collect();
+            println!("CODEHIT\t{name}\t{}\t{short:?}", f.display());
+        }
+    }
+    println!(
+        "CODETOTAL\t{}\tfiles={}\tlines={lines}\thits={}\t{per:?}",
+        dir.display(),
+        files.len(),
+        per.values().sum::<usize>()
+    );
 }

@@ -232,20 +232,23 @@ impl Redactor {
         }
     }
 
-    /// Which patterns fire on `s`, with the text each would replace (for the
-    /// redaction report: a human judges every hit).
+    /// Which patterns fire on `s`, with the text each replaces, in the order
+    /// `redact_str` applies them (for the redaction report: a human judges
+    /// every hit).
     pub fn explain(&self, s: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let Some(set) = &self.set else { return out };
+        let mut text = s.to_string();
         for idx in set.matches(s).iter() {
             let p = &self.patterns[idx];
-            for caps in p.regex.captures_iter(s) {
+            for caps in p.regex.captures_iter(&text) {
                 if p.replacement(&caps).is_some() {
                     let secret = p.secret_groups.iter().find_map(|&i| caps.get(i));
                     let m = secret.or_else(|| caps.get(0));
                     out.push((p.name.clone(), m.map_or("", |m| m.as_str()).to_string()));
                 }
             }
+            text = p.apply(&text).0;
         }
         out
     }

@@ -124,7 +124,7 @@ const CAUGHT: &[(&str, &str, &str)] = &[
     ("password_flag", "mongo --password M0ng0Pw db", "M0ng0Pw"),
     ("mysql_password_flag", "mysql -u root -pTopSecret1 db", "TopSecret1"),
     ("email_mask", "Author: Jane Roe <jane.roe@corp-mail.io>", "jane.roe@corp-mail.io"),
-    ("email_mask", "contact jane.doe@example.com", "jane.doe@example.com"),
+    ("email_mask", "git log: Author: Piotr <piotr.n@gmail.com>", "piotr.n@gmail.com"),
 ];
 
 #[test]
@@ -197,6 +197,8 @@ const UNTOUCHED: &[&str] = &[
     "Bearer authentication with a short-lived token",
     "headers = {\"Authorization\": f\"Bearer {token}\"}",
     "@types/node@20.1.0 and pkg@latest",
+    "assert!(is_valid(\"user@example.com\")); // and admin@mail.example.org",
+    "ssh deploy@build.test; mail root@localhost",
     "<input type=\"password\" name=\"password\" autocomplete=\"current-password\">",
 ];
 
@@ -223,7 +225,7 @@ fn structured_tool_inputs_are_redacted_by_key() {
     let r = pack();
     let mut doc = json!({"type": "tool_use", "name": "mcp__db__connect", "input": {
         "host": "db.internal", "user": "svc", "password": "plain words too",
-        "client_secret": "abc", "apiKey": "k", "GITHUB_TOKEN": "t0k",
+        "client_secret": "abc", "apiKey": "k3y", "db_password": "ab", "GITHUB_TOKEN": "t0k",
         "SecretAccessKey": "short", "auth": {"Authorization": "Basic Zm9vOmJhcg=="},
         "token": "$TOKEN", "maxThinkingTokens": 5, "input_tokens": "7"}});
     let mut hits = vec![];
@@ -240,6 +242,7 @@ fn structured_tool_inputs_are_redacted_by_key() {
     }
     assert_eq!(i["auth"]["Authorization"], "[REDACTED:secret_field]");
     assert_eq!(i["token"], "$TOKEN", "a reference is not a secret");
+    assert_eq!(i["db_password"], "ab", "two characters are no secret");
     assert_eq!(i["input_tokens"], "7");
     assert_eq!(i["host"], "db.internal");
     assert_eq!(hits.len(), 6, "{hits:?}");
