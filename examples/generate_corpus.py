@@ -39,7 +39,7 @@ SECRETS = {
     "bearer": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0ZXN0LXVzZXIifQ.c2lnbmF0dXJlLWZvci10ZXN0cw",
     "mysql": "MyR00tPw9",
 }
-EMAIL = "jane.doe@example.com"
+EMAIL = "jane.doe@acmemail.io"
 
 exp = {
     "message_lines": 0, "user": 0, "assistant": 0, "system": 0, "summary_lines": 0,

@@ -9,7 +9,7 @@ pub mod reload;
 use crate::plugins::api::{PluginCaller, PluginError};
 use crate::row::Row;
 use expr::{Ctx, Env, Expr, PriceEntry};
-use redact::{Pattern, Redactor};
+use redact::{Pattern, RedactSpec, Redactor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -53,15 +53,6 @@ struct PriceSpec {
     cache_read: f64,
     #[serde(default)]
     context_window: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RedactSpec {
-    name: String,
-    pattern: String,
-    #[serde(default)]
-    replace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,19 +370,9 @@ impl RuleSet {
                     ));
                     continue;
                 }
-                match regex::Regex::new(&r.pattern) {
-                    Ok(re) => patterns.push(Pattern {
-                        name: r.name.clone(),
-                        regex: re,
-                        replace: r
-                            .replace
-                            .clone()
-                            .unwrap_or_else(|| format!("[REDACTED:{}]", r.name)),
-                    }),
-                    Err(e) => errors.push(err(
-                        &r.pattern,
-                        format!("redact `{}`: bad regex: {e}", r.name),
-                    )),
+                match Pattern::compile(r) {
+                    Ok(p) => patterns.push(p),
+                    Err(e) => errors.push(err(&r.pattern, e)),
                 }
             }
         }
@@ -609,6 +590,11 @@ impl RuleSet {
             self.classify.len(),
             self.tables.len()
         )
+    }
+
+    /// The compiled redaction patterns (for the redaction report).
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// Redact secrets in free text (used for dead-letter raw lines).
