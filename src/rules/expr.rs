@@ -17,6 +17,7 @@
 //! path   := name ("." name | "[" INT "]" | "[" STRING "]")*     (root: the entry; `item` inside for_each)
 //! ```
 
+use super::pricing::{PriceTable, Usage};
 use regex::Regex;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
@@ -27,26 +28,9 @@ use std::sync::Arc;
 /// Named things expressions can refer to, defined by the rule pack.
 #[derive(Debug, Default, Clone)]
 pub struct Env {
-    pub pricing: Vec<PriceEntry>,
+    pub pricing: PriceTable,
     pub maps: HashMap<String, Map<String, Value>>,
     pub globs: HashMap<String, globset::GlobSet>,
-}
-
-/// USD per million tokens for models whose name matches `pattern`.
-#[derive(Debug, Clone)]
-pub struct PriceEntry {
-    pub pattern: globset::GlobMatcher,
-    pub input: f64,
-    pub output: f64,
-    pub cache_write: f64,
-    pub cache_read: f64,
-    pub context_window: u64,
-}
-
-impl Env {
-    pub fn price(&self, model: &str) -> Option<&PriceEntry> {
-        self.pricing.iter().find(|p| p.pattern.is_match(model))
-    }
 }
 
 /// Evaluation context for one entry (and one `for_each` item).
@@ -129,6 +113,7 @@ enum Func {
     Bool,
     CountType,
     Cost,
+    Priced,
     ContextWindow,
     Contains,
     StartsWith,
@@ -652,8 +637,12 @@ impl Parser<'_> {
                 Func::HasLabel
             }
             "cost" => {
-                arity(5, 5)?;
+                arity(5, 6)?;
                 Func::Cost
+            }
+            "priced" => {
+                arity(1, 1)?;
+                Func::Priced
             }
             _ => return Err(format!("unknown function `{name}`")),
         };
@@ -1064,22 +1053,31 @@ fn call<'a>(f: &'a Func, args: &'a [Node], ctx: &Ctx<'a>) -> Cow<'a, Value> {
         }
         Func::Cost => {
             let model = arg(0);
-            let Some(p) = model.as_str().and_then(|m| ctx.env.price(m)) else {
-                return Cow::Owned(num_value_f(0.0));
+            let Some(p) = model.as_str().and_then(|m| ctx.env.pricing.get(m)) else {
+                return Cow::Borrowed(&NULL);
             };
             let t = |i: usize| num(&arg(i)).unwrap_or(0.0);
-            let usd =
-                (t(1) * p.input + t(2) * p.output + t(3) * p.cache_write + t(4) * p.cache_read)
-                    / 1_000_000.0;
-            Cow::Owned(num_value_f(usd))
+            let usage = Usage {
+                input: t(1),
+                output: t(2),
+                cache_write: t(3),
+                cache_read: t(4),
+                cache_write_1h: t(5),
+            };
+            Cow::Owned(p.cost(usage).map_or(Value::Null, num_value_f))
+        }
+        Func::Priced => {
+            let model = arg(0);
+            let known = model.as_str().and_then(|m| ctx.env.pricing.get(m));
+            Cow::Owned(Value::Bool(known.is_some()))
         }
         Func::ContextWindow => {
             let model = arg(0);
             let w = model
                 .as_str()
-                .and_then(|m| ctx.env.price(m))
-                .map_or(0, |p| p.context_window);
-            Cow::Owned(Value::from(w))
+                .and_then(|m| ctx.env.pricing.get(m))
+                .and_then(|p| p.context_window);
+            Cow::Owned(w.map_or(Value::Null, Value::from))
         }
         Func::Contains => {
             let hay = arg(0);
@@ -1172,6 +1170,7 @@ fn num_value_f(f: f64) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pricing::{Price, Rates};
     use super::*;
     use serde_json::json;
 
@@ -1183,16 +1182,19 @@ mod tests {
         let mut gs = globset::GlobSetBuilder::new();
         gs.add(globset::Glob::new("**/.env").unwrap());
         env.globs.insert("sensitive".into(), gs.build().unwrap());
-        env.pricing.push(PriceEntry {
-            pattern: globset::Glob::new("claude-sonnet-*")
-                .unwrap()
-                .compile_matcher(),
-            input: 3.0,
-            output: 15.0,
-            cache_write: 3.75,
-            cache_read: 0.3,
-            context_window: 200_000,
-        });
+        let rates = |input: f64, output: f64| Rates {
+            input,
+            output,
+            cache_write: Some(input * 1.25),
+            cache_write_1h: Some(input * 2.0),
+            cache_read: Some(input / 10.0),
+        };
+        let sonnet = Price {
+            base: rates(3.0, 15.0),
+            long_context: Some((200_000, rates(6.0, 22.5))),
+            context_window: Some(200_000),
+        };
+        env.pricing.insert("claude-sonnet-4-5", sonnet).unwrap();
         env
     }
 
@@ -1241,14 +1243,20 @@ mod tests {
         assert_eq!(ev("first_word(item.input.command)", &d), json!("rm"));
         assert_eq!(ev("extension('/a/b.Tar.GZ')", &d), json!("gz"));
         assert_eq!(ev("dirname('/a/b.c')", &d), json!("/a"));
+        // A 1M-token prompt is over the 200k long-context threshold: $6/M.
         assert_eq!(
             ev(
                 "cost(message.model, message.usage.input_tokens, 0, 0, 0)",
                 &d
             ),
-            json!(3.0)
+            json!(6.0)
         );
-        assert_eq!(ev("cost('unknown', 5, 5, 5, 5)", &d), json!(0.0));
+        assert_eq!(
+            ev("cost(message.model, 1000, 0, 2000, 0, 1000)", &d),
+            json!(0.01275)
+        );
+        assert_eq!(ev("priced(message.model)", &d), json!(true));
+        assert_eq!(ev("cost('unknown', 5, 5, 5, 5)", &d), Value::Null);
         assert_eq!(ev("context_window(message.model)", &d), json!(200000));
         assert_eq!(ev("preview('héllo', 2)", &d), json!("hé"));
         assert_eq!(
