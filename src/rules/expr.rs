@@ -57,8 +57,6 @@ enum Seg {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum BinOp {
-    Or,
-    And,
     Eq,
     Ne,
     In,
@@ -79,6 +77,14 @@ enum Node {
     List(Vec<Node>),
     Not(Box<Node>),
     Neg(Box<Node>),
+    /// `a || b || ...`: the first truthy operand, else the last one. Chains are
+    /// flat (not nested pairs) so a long chain does not make a deep tree.
+    Any(Vec<Node>),
+    /// `a && b && ...`: true when every operand is truthy (stops at the first falsy).
+    All(Vec<Node>),
+    /// `a + b - c ...` or `a * b / c ...`, applied left to right; flat like `Any`.
+    Fold(Box<Node>, Vec<(BinOp, Node)>),
+    /// Comparisons (they do not chain).
     Bin(BinOp, Box<Node>, Box<Node>),
     Match(Box<Node>, Arc<Regex>),
     Call(Func, Vec<Node>),
@@ -133,12 +139,32 @@ pub struct Expr {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message} (at column {column} of `{source_text}`)")]
+#[error("{message} (at column {column} of `{}`)", excerpt(.source_text))]
 pub struct ExprError {
     pub message: String,
     pub column: usize,
     pub source_text: String,
 }
+
+/// The start of a long expression, so an error about a huge one stays one readable line.
+fn excerpt(src: &str) -> Cow<'_, str> {
+    const SHOWN: usize = 80;
+    match src.char_indices().nth(SHOWN) {
+        None => Cow::Borrowed(src),
+        Some((i, _)) => Cow::Owned(format!("{}… ({} bytes)", &src[..i], src.len())),
+    }
+}
+
+/// Deepest nesting of brackets, calls and prefix `!` / `-` in one expression.
+/// Parsing, evaluating and dropping an expression recurse once per level, so
+/// this bounds their stack use (debug build, worst case: ~18 KiB per level to
+/// parse, ~12 KiB to evaluate, so under 0.6 MiB of the engine threads' 2 MiB):
+/// a hostile rule file is a load error, not a crashed engine. The default
+/// rules nest 3 deep.
+pub const MAX_DEPTH: usize = 32;
+/// Most terms (operands and operators) in one expression; bounds the work per
+/// entry. The default rules' largest expression has about 15.
+pub const MAX_TERMS: usize = 2000;
 
 // ---------------------------------------------------------------- lexer
 
@@ -280,6 +306,9 @@ struct Parser<'e> {
     pos: usize,
     end: usize,
     env: &'e Env,
+    /// Current nesting (see MAX_DEPTH) and terms so far (see MAX_TERMS).
+    depth: usize,
+    terms: usize,
 }
 
 type PResult<T> = Result<T, (String, usize)>;
@@ -328,21 +357,59 @@ impl Parser<'_> {
         }
     }
 
-    fn or(&mut self) -> PResult<Node> {
-        let mut l = self.and()?;
-        while self.eat_op("||") {
-            let r = self.and()?;
-            l = Node::Bin(BinOp::Or, Box::new(l), Box::new(r));
+    /// One level deeper: call before recursing into a nested construct.
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err((
+                format!(
+                    "expression nested deeper than {MAX_DEPTH} levels (brackets, calls, `!`, `-`)"
+                ),
+                self.col(),
+            ));
         }
-        Ok(l)
+        Ok(())
+    }
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+    /// Count one term (operand or operator).
+    fn term(&mut self) -> PResult<()> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err((
+                format!(
+                    "expression too large: more than {MAX_TERMS} terms (split it into derived fields)"
+                ),
+                self.col(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn or(&mut self) -> PResult<Node> {
+        let mut items = vec![self.and()?];
+        while self.eat_op("||") {
+            self.term()?;
+            items.push(self.and()?);
+        }
+        Ok(if items.len() == 1 {
+            items.swap_remove(0)
+        } else {
+            Node::Any(items)
+        })
     }
     fn and(&mut self) -> PResult<Node> {
-        let mut l = self.cmp()?;
+        let mut items = vec![self.cmp()?];
         while self.eat_op("&&") {
-            let r = self.cmp()?;
-            l = Node::Bin(BinOp::And, Box::new(l), Box::new(r));
+            self.term()?;
+            items.push(self.cmp()?);
         }
-        Ok(l)
+        Ok(if items.len() == 1 {
+            items.swap_remove(0)
+        } else {
+            Node::All(items)
+        })
     }
     fn cmp(&mut self) -> PResult<Node> {
         let l = self.rel()?;
@@ -382,42 +449,50 @@ impl Parser<'_> {
         }
         Ok(l)
     }
-    fn add(&mut self) -> PResult<Node> {
-        let mut l = self.mul()?;
-        loop {
-            let op = if self.eat_op("+") {
-                BinOp::Add
-            } else if self.eat_op("-") {
-                BinOp::Sub
-            } else {
-                return Ok(l);
-            };
-            let r = self.mul()?;
-            l = Node::Bin(op, Box::new(l), Box::new(r));
+    /// `operand (op operand)*` for the two arithmetic levels, as one flat `Fold`.
+    fn fold(
+        &mut self,
+        ops: [(&str, BinOp); 2],
+        operand: fn(&mut Self) -> PResult<Node>,
+    ) -> PResult<Node> {
+        let first = operand(self)?;
+        let mut rest = Vec::new();
+        while let Some(&(_, op)) = ops.iter().find(|(s, _)| self.eat_op(s)) {
+            self.term()?;
+            rest.push((op, operand(self)?));
         }
+        Ok(if rest.is_empty() {
+            first
+        } else {
+            Node::Fold(Box::new(first), rest)
+        })
+    }
+    fn add(&mut self) -> PResult<Node> {
+        self.fold([("+", BinOp::Add), ("-", BinOp::Sub)], Self::mul)
     }
     fn mul(&mut self) -> PResult<Node> {
-        let mut l = self.unary()?;
-        loop {
-            let op = if self.eat_op("*") {
-                BinOp::Mul
-            } else if self.eat_op("/") {
-                BinOp::Div
-            } else {
-                return Ok(l);
-            };
-            let r = self.unary()?;
-            l = Node::Bin(op, Box::new(l), Box::new(r));
-        }
+        self.fold([("*", BinOp::Mul), ("/", BinOp::Div)], Self::unary)
     }
+    /// Prefix `!` / `-` (a loop, not a recursion: each still counts as a level).
     fn unary(&mut self) -> PResult<Node> {
-        if self.eat_op("!") {
-            return Ok(Node::Not(Box::new(self.unary()?)));
+        let mut wraps: Vec<fn(Box<Node>) -> Node> = Vec::new();
+        loop {
+            if self.eat_op("!") {
+                wraps.push(Node::Not);
+            } else if self.eat_op("-") {
+                wraps.push(Node::Neg);
+            } else {
+                break;
+            }
+            self.term()?;
+            self.enter()?;
         }
-        if self.eat_op("-") {
-            return Ok(Node::Neg(Box::new(self.unary()?)));
+        let mut node = self.primary()?;
+        for wrap in wraps.into_iter().rev() {
+            node = wrap(Box::new(node));
+            self.leave();
         }
-        self.primary()
+        Ok(node)
     }
     fn segments(&mut self) -> PResult<Vec<Seg>> {
         let mut segs = Vec::new();
@@ -443,7 +518,24 @@ impl Parser<'_> {
             }
         }
     }
+    /// Comma-separated expressions up to `close` (the opener is consumed), one level deeper.
+    fn items(&mut self, close: &Tok, what: &str) -> PResult<Vec<Node>> {
+        self.enter()?;
+        let mut items = Vec::new();
+        if !self.eat(close) {
+            loop {
+                items.push(self.or()?);
+                if self.eat(close) {
+                    break;
+                }
+                self.expect(&Tok::Comma, what)?;
+            }
+        }
+        self.leave();
+        Ok(items)
+    }
     fn primary(&mut self) -> PResult<Node> {
+        self.term()?;
         let col = self.col();
         match self.next() {
             Some(Tok::Str(s)) => Ok(Node::Lit(Value::String(s))),
@@ -453,23 +545,13 @@ impl Parser<'_> {
                 Number::from_f64(n).map_or(Value::Null, Value::Number)
             })),
             Some(Tok::LParen) => {
+                self.enter()?;
                 let e = self.or()?;
                 self.expect(&Tok::RParen, "`)`")?;
+                self.leave();
                 Ok(e)
             }
-            Some(Tok::LBrack) => {
-                let mut items = Vec::new();
-                if !self.eat(&Tok::RBrack) {
-                    loop {
-                        items.push(self.or()?);
-                        if self.eat(&Tok::RBrack) {
-                            break;
-                        }
-                        self.expect(&Tok::Comma, "`,` or `]`")?;
-                    }
-                }
-                Ok(Node::List(items))
-            }
+            Some(Tok::LBrack) => Ok(Node::List(self.items(&Tok::RBrack, "`,` or `]`")?)),
             Some(Tok::Var(v)) => {
                 let segs = self.segments()?;
                 Ok(Node::Path(Root::Var(v), segs))
@@ -481,18 +563,8 @@ impl Parser<'_> {
                     "null" => return Ok(Node::Lit(Value::Null)),
                     _ => {}
                 }
-                if self.peek() == Some(&Tok::LParen) {
-                    self.pos += 1;
-                    let mut args = Vec::new();
-                    if !self.eat(&Tok::RParen) {
-                        loop {
-                            args.push(self.or()?);
-                            if self.eat(&Tok::RParen) {
-                                break;
-                            }
-                            self.expect(&Tok::Comma, "`,` or `)`")?;
-                        }
-                    }
+                if self.eat(&Tok::LParen) {
+                    let args = self.items(&Tok::RParen, "`,` or `)`")?;
                     let f = self.func(&n, &args).map_err(|m| (m, col))?;
                     return Ok(Node::Call(f, args));
                 }
@@ -664,6 +736,8 @@ impl Expr {
             pos: 0,
             end: src.len(),
             env,
+            depth: 0,
+            terms: 0,
         };
         let node = p.or().map_err(err)?;
         if p.pos < p.toks.len() {
@@ -831,22 +905,27 @@ fn eval<'a>(node: &'a Node, ctx: &Ctx<'a>) -> Cow<'a, Value> {
             let v = eval(n, ctx);
             Cow::Owned(Value::Bool(!v.is_null() && re.is_match(&as_text(&v))))
         }
-        Node::Bin(op, l, r) => {
-            match op {
-                BinOp::Or => {
-                    let lv = eval(l, ctx);
-                    return if truthy(&lv) { lv } else { eval(r, ctx) };
+        Node::Any(items) => {
+            let Some((last, init)) = items.split_last() else {
+                return Cow::Borrowed(&NULL);
+            };
+            for n in init {
+                let v = eval(n, ctx);
+                if truthy(&v) {
+                    return v;
                 }
-                BinOp::And => {
-                    let lv = eval(l, ctx);
-                    return if truthy(&lv) {
-                        Cow::Owned(Value::Bool(truthy(&eval(r, ctx))))
-                    } else {
-                        Cow::Owned(Value::Bool(false))
-                    };
-                }
-                _ => {}
             }
+            eval(last, ctx)
+        }
+        Node::All(items) => Cow::Owned(Value::Bool(items.iter().all(|n| truthy(&eval(n, ctx))))),
+        Node::Fold(first, rest) => {
+            let mut acc = eval(first, ctx);
+            for (op, n) in rest {
+                acc = Cow::Owned(binary(*op, &acc, &eval(n, ctx)));
+            }
+            acc
+        }
+        Node::Bin(op, l, r) => {
             let lv = eval(l, ctx);
             let rv = eval(r, ctx);
             Cow::Owned(binary(*op, &lv, &rv))
@@ -895,7 +974,6 @@ fn binary(op: BinOp, l: &Value, r: &Value) -> Value {
                 num_value(num(l).unwrap_or(0.0) / d)
             }
         }
-        BinOp::Or | BinOp::And => Value::Null,
     }
 }
 
