@@ -153,8 +153,8 @@ fn ingest_corpus(rt: &tokio::runtime::Runtime, messages: usize) -> (ChClient, u6
             "claude_tool_usage",
             "claude_sessions",
             "claude_file_access",
-            "claude_context_analysis",
-            "daily_session_summary",
+            "claude_requests",
+            "claude_summaries",
         ] {
             let _ = ch.execute(&format!("OPTIMIZE TABLE {t} FINAL")).await;
         }
@@ -268,6 +268,7 @@ fn main() {
         pct(&samples, 0.95),
         samples[samples.len() - 1]
     );
+    concurrent_clients(&rt, &http, &base, &endpoints[..7]);
     println!("worst single-endpoint p95: {worst_p95:.1} ms (target < 100 ms) on {stored} messages");
     if existing.is_some() || std::env::var("API_BENCH_KEEP").is_ok() {
         // A database the bench did not create is never dropped.
@@ -275,4 +276,64 @@ fn main() {
     } else {
         rt.block_on(ch.drop_database()).unwrap();
     }
+}
+
+/// 200 clients at once, each calling the dashboard's panels in turn for a
+/// bounded number of rounds: p50 / p95 of the answered calls and how many were
+/// shed with 503 + Retry-After (the API bounds requests in flight).
+fn concurrent_clients(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    base: &str,
+    endpoints: &[&str],
+) {
+    let clients: usize = std::env::var("API_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let t0 = Instant::now();
+    let results: Vec<(u16, f64)> = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let http = http.clone();
+            let urls: Vec<String> = (0..3)
+                .map(|k| format!("{base}{}", endpoints[(c + k) % endpoints.len()]))
+                .collect();
+            set.spawn(async move {
+                let mut out = Vec::new();
+                for url in urls {
+                    let t = Instant::now();
+                    let code = match http.get(url).send().await {
+                        Ok(r) => {
+                            let code = r.status().as_u16();
+                            let _ = r.bytes().await;
+                            code
+                        }
+                        Err(_) => 0,
+                    };
+                    out.push((code, t.elapsed().as_secs_f64() * 1000.0));
+                }
+                out
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = set.join_next().await {
+            all.extend(r.unwrap_or_default());
+        }
+        all
+    });
+    let mut ok: Vec<f64> = results.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
+    ok.sort_by(f64::total_cmp);
+    let shed = results.iter().filter(|r| r.0 == 503).count();
+    let failed = results.len() - ok.len() - shed;
+    let (p50, p95) = if ok.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (pct(&ok, 0.5), pct(&ok, 0.95))
+    };
+    println!(
+        "{clients} concurrent clients x 3 calls in {:.1} s: {} answered (p50 {p50:.0} ms, p95 {p95:.0} ms), {shed} shed with 503, {failed} failed",
+        t0.elapsed().as_secs_f64(),
+        ok.len()
+    );
 }

@@ -40,6 +40,7 @@ fn measure(rules: &RuleSet, plugins: &dyn PluginCaller, lines: &[String]) -> (f6
                     project: "p",
                     source_file: "/r/p/s.jsonl",
                     offset: i as u64,
+                    fallback_time: None,
                 },
                 plugins,
             )

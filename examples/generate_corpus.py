@@ -48,7 +48,7 @@ exp = {
     "usage_entries": 0, "input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
     "cache_read_input_tokens": 0, "cost": 0.0, "sessions": set(), "projects": set(),
     "dangerous_commands": 0, "sidechain_entries": 0, "files": 0, "lines": 0,
-    "emails": 0, "bash_calls": 0,
+    "emails": 0, "bash_calls": 0, "prompts": 0, "subagent_prompts": 0, "interruptions": 0,
 }
 
 FILE_TOOLS = {"Read": "read", "Write": "write", "Edit": "edit", "MultiEdit": "edit", "Glob": "search", "Grep": "search", "LS": "list"}
@@ -90,6 +90,13 @@ class Session:
         e["message"] = {"role": "user", "content": text}
         exp["user"] += 1
         exp["message_lines"] += 1
+        # the kind the rules give the line (claude_messages.message_kind)
+        if text.startswith("[Request interrupted by user"):
+            exp["interruptions"] += 1
+        elif self.sidechain:
+            exp["subagent_prompts"] += 1
+        else:
+            exp["prompts"] += 1
         if EMAIL in text:
             exp["emails"] += 1
         self.lines.append(json.dumps(e))
@@ -152,9 +159,13 @@ class Session:
         exp["message_lines"] += 1
         self.lines.append(json.dumps(e))
 
-    def summary(self, text):
-        self.lines.append(json.dumps({"type": "summary", "summary": text, "leafUuid": self.uid()}))
+    def summary(self, text, of):
+        # Claude Code puts the summary of an earlier session at the top of the
+        # next one; `leafUuid` names that session's last message.
+        self.uid()  # keeps the generator's random sequence (and so the corpus) stable
+        self.lines.append(json.dumps({"type": "summary", "summary": text, "leafUuid": of.parent}))
         exp["summary_lines"] += 1
+        exp["summary_session"] = of.project + "/" + of.sid
 
     def other(self, obj):
         self.lines.append(json.dumps(obj))
@@ -210,10 +221,10 @@ def main():
 
     # Project 1: a Rust service, two sessions on different days, one resumed (summary first).
     p1, cwd1 = "-home-dev-ingest-engine", "/home/dev/ingest-engine"
-    s = coding_session(p1, cwd1, "0b7e5c1a-1111-4a1a-9a1a-000000000001", BASE, "claude-sonnet-4-5-20250929", 4)
-    sessions.append(s)
+    first = coding_session(p1, cwd1, "0b7e5c1a-1111-4a1a-9a1a-000000000001", BASE, "claude-sonnet-4-5-20250929", 4)
+    sessions.append(first)
     s = Session(p1, cwd1, "0b7e5c1a-1111-4a1a-9a1a-000000000002", BASE + timedelta(days=1, hours=2), branch="feat/backpressure")
-    s.summary("Backpressure design for the ClickHouse sink")
+    s.summary("Backpressure design for the ClickHouse sink", of=first)
     s.user("Continue with the backpressure work. Also the CI token is Bearer " + SECRETS["bearer"])
     s.tool("Read", {"file_path": cwd1 + "/src/sink/writer.rs"}, "pub struct Writer;")
     s.tool("Write", {"file_path": cwd1 + "/src/sink/queue.rs", "content": "pub struct Queue { cap: usize }\n"}, "File created successfully")

@@ -1,5 +1,7 @@
--- One row per Claude Code log entry that carries conversation content
--- (user / assistant / system / summary ...), as produced by the rule pack.
+-- One row per Claude Code log line that carries conversation content
+-- (user / assistant / system), as produced by the rule pack. Token usage is not
+-- here: one API response is often logged as several lines repeating the same
+-- usage, so usage lives once per request in claude_requests.
 -- ReplacingMergeTree keyed by the entry identity: a replayed insert that slips
 -- past insert-deduplication still collapses to one row (read with FINAL).
 CREATE TABLE IF NOT EXISTS claude_messages
@@ -10,7 +12,15 @@ CREATE TABLE IF NOT EXISTS claude_messages
     project                     LowCardinality(String),
     project_path                String,
     timestamp                   DateTime64(3, 'UTC'),
+    -- The line had no usable timestamp: `timestamp` is the previous line's (or the file's).
+    timestamp_inferred          Bool,
     entry_type                  LowCardinality(String),
+    -- What the line is: prompt, tool_result, slash_command, command_output, meta,
+    -- subagent_prompt, compact_summary, interrupt (user lines); response (assistant);
+    -- system:<subtype> (system lines). Counts say what they count.
+    message_kind                LowCardinality(String),
+    -- The API message id (assistant lines): several lines can share one.
+    message_id                  String,
     role                        LowCardinality(String),
     model                       LowCardinality(String),
     request_id                  String,
@@ -22,17 +32,12 @@ CREATE TABLE IF NOT EXISTS claude_messages
     content_preview             String,
     content_hash                String,
     content_length              UInt32,
-    tool_use_count              UInt16,
-    tool_result_count           UInt16,
-    input_tokens                UInt32,
-    output_tokens               UInt32,
-    cache_creation_input_tokens UInt32,
-    cache_read_input_tokens     UInt32,
-    cost_estimate               Float64,
+    tool_use_count              UInt32,
+    tool_result_count           UInt32,
     contains_code               Bool,
     contains_file_paths         Bool,
     contains_sensitive_data     Bool,
-    redaction_count             UInt16,
+    redaction_count             UInt32,
     labels                      Array(LowCardinality(String)),
     source_file                 String,
     source_offset               UInt64,
@@ -42,3 +47,8 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (project, session_id, timestamp, uuid)
 SETTINGS non_replicated_deduplication_window = 100000;
+
+-- Upgrades a database created before these columns existed (no-ops otherwise).
+ALTER TABLE claude_messages ADD COLUMN IF NOT EXISTS message_kind LowCardinality(String) AFTER entry_type;
+ALTER TABLE claude_messages ADD COLUMN IF NOT EXISTS message_id String AFTER message_kind;
+ALTER TABLE claude_messages ADD COLUMN IF NOT EXISTS timestamp_inferred Bool AFTER timestamp;

@@ -1,6 +1,10 @@
 -- One logical row per session, folded from one partial row per entry.
 -- Sums rely on exactly-once delivery (spooled batches + insert_deduplication_token),
 -- min / max / uniq columns are idempotent on their own. Read with FINAL or GROUP BY.
+-- Token and cost figures are not here (a response logged as several lines would
+-- add its usage several times): they come from claude_requests. The summary is
+-- not here either: a `summary` line names the session it describes through
+-- `leafUuid`, which may sit in another file (see claude_summaries).
 CREATE TABLE IF NOT EXISTS claude_sessions
 (
     project            LowCardinality(String),
@@ -8,23 +12,38 @@ CREATE TABLE IF NOT EXISTS claude_sessions
     project_path       SimpleAggregateFunction(max, String),
     git_branch         SimpleAggregateFunction(max, String),
     version            SimpleAggregateFunction(max, String),
-    -- Nullable so rows without a timestamp (summaries) do not drag the minimum to 1970:
+    -- Nullable so rows without a timestamp do not drag the minimum to 1970:
     -- min() ignores NULLs.
     first_timestamp    SimpleAggregateFunction(min, Nullable(DateTime64(3, 'UTC'))),
     last_timestamp     SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
     entries            SimpleAggregateFunction(sum, UInt64),
-    user_messages      SimpleAggregateFunction(sum, UInt64),
-    assistant_messages SimpleAggregateFunction(sum, UInt64),
+    -- user lines by kind: typed prompts, tool results, slash commands and their
+    -- output, meta lines, subagent prompts, compact summaries, interruptions
+    prompts            SimpleAggregateFunction(sum, UInt64),
+    tool_results       SimpleAggregateFunction(sum, UInt64),
+    slash_commands     SimpleAggregateFunction(sum, UInt64),
+    meta_messages      SimpleAggregateFunction(sum, UInt64),
+    subagent_prompts   SimpleAggregateFunction(sum, UInt64),
+    compactions        SimpleAggregateFunction(sum, UInt64),
+    interruptions      SimpleAggregateFunction(sum, UInt64),
+    user_lines         SimpleAggregateFunction(sum, UInt64),
+    -- assistant lines (one response is often several lines: count responses in claude_requests)
+    assistant_lines    SimpleAggregateFunction(sum, UInt64),
     tool_calls         SimpleAggregateFunction(sum, UInt64),
     sidechain_entries  SimpleAggregateFunction(sum, UInt64),
-    input_tokens       SimpleAggregateFunction(sum, UInt64),
-    output_tokens      SimpleAggregateFunction(sum, UInt64),
-    cache_creation_input_tokens SimpleAggregateFunction(sum, UInt64),
-    cache_read_input_tokens     SimpleAggregateFunction(sum, UInt64),
-    total_cost         SimpleAggregateFunction(sum, Float64),
-    models             SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
-    summary            SimpleAggregateFunction(max, String)
+    models             SimpleAggregateFunction(groupUniqArrayArray, Array(String))
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (project, session_id)
 SETTINGS non_replicated_deduplication_window = 100000;
+
+-- Upgrades a database created before these columns existed (no-ops otherwise).
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS prompts SimpleAggregateFunction(sum, UInt64);
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS tool_results SimpleAggregateFunction(sum, UInt64);
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS slash_commands SimpleAggregateFunction(sum, UInt64);
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS meta_messages SimpleAggregateFunction(sum, UInt64);
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS subagent_prompts SimpleAggregateFunction(sum, UInt64);
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS compactions SimpleAggregateFunction(sum, UInt64);
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS interruptions SimpleAggregateFunction(sum, UInt64);
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS user_lines SimpleAggregateFunction(sum, UInt64);
+ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS assistant_lines SimpleAggregateFunction(sum, UInt64);

@@ -114,12 +114,24 @@ impl Default for PluginSection {
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSection {
     pub listen: String,
+    /// Host names (besides loopback and the listen address) the API answers to.
+    pub allowed_hosts: Vec<String>,
+    /// Requests served at once; more get 503 + Retry-After.
+    pub max_in_flight: usize,
+    /// ClickHouse queries the API runs at once.
+    pub max_queries: usize,
+    /// Deadline per request; past it the client gets 503.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
         ApiSection {
             listen: "127.0.0.1:8787".into(),
+            allowed_hosts: Vec::new(),
+            max_in_flight: 64,
+            max_queries: 8,
+            request_timeout_ms: 10_000,
         }
     }
 }

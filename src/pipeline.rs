@@ -230,10 +230,7 @@ pub async fn backfill(cfg: Config, progress: bool) -> Result<String> {
 pub async fn serve(cfg: Config, listen: &str) -> Result<()> {
     let conn = connect(&cfg).await?;
     let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
-    let state = api::ApiState {
-        client: conn.client.clone(),
-        status,
-    };
+    let state = api::ApiState::from_config(conn.client.clone(), status, &cfg.api, listen);
     api::serve(listen, state, shutdown_signal()).await
 }
 
@@ -366,10 +363,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     }
     let api_task = match &opts.listen {
         Some(addr) => {
-            let state = api::ApiState {
-                client: conn.client.clone(),
-                status: status.clone(),
-            };
+            let state =
+                api::ApiState::from_config(conn.client.clone(), status.clone(), &cfg.api, addr);
             let flag = shutdown.clone();
             let addr = addr.clone();
             Some(tokio::spawn(async move {
@@ -460,6 +455,7 @@ fn route_loop(
     status: Arc<IngestStatus>,
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<()> {
+    let mut clock = FallbackClock::default();
     while let Some(ev) = rx.blocking_recv() {
         status.queue_depth.store(rx.len() as u64, Relaxed);
         let item = match ev {
@@ -473,7 +469,7 @@ fn route_loop(
                 }
                 let rs = rules.current();
                 status.rules_generation.store(rules.generation(), Relaxed);
-                let rows = route_line(&line, &rs, &plugins, &status);
+                let rows = route_line(&line, &rs, &plugins, &status, &mut clock);
                 SinkItem::Rows {
                     rows,
                     checkpoint: Some(((*line.path).clone(), line.checkpoint())),
@@ -484,7 +480,10 @@ fn route_loop(
                 tracing::info!(path = %path.display(), %reason, "file reset: reading it from the start");
                 continue;
             }
-            SourceEvent::Removed(path) => SinkItem::Forget(path),
+            SourceEvent::Removed(path) => {
+                clock.forget(&path);
+                SinkItem::Forget(path)
+            }
             SourceEvent::CaughtUp => {
                 status.caught_up.store(true, Relaxed);
                 tracing::info!(
@@ -509,6 +508,7 @@ pub fn route_line(
     rules: &RuleSet,
     plugins: &PluginsHandle,
     status: &IngestStatus,
+    clock: &mut FallbackClock,
 ) -> Vec<Row> {
     let source_file = line.path.to_string_lossy();
     let dead = |stage: &str, error: String| -> Vec<Row> {
@@ -551,11 +551,13 @@ pub fn route_line(
         Ok(e) => e,
         Err(e) => return dead("parse", e.to_string()),
     };
+    let fallback_time = clock.time_for(&line.path, &entry.raw);
     let input = EntryInput {
         doc: entry.raw,
         project: &line.project,
         source_file: &source_file,
         offset: line.offset,
+        fallback_time,
     };
     match rules.apply(input, plugins) {
         Ok(routed) => {
@@ -566,6 +568,42 @@ pub fn route_line(
             routed.rows
         }
         Err(e) => dead("rules", e.to_string()),
+    }
+}
+
+/// The time a line without a timestamp of its own is filed under (flagged
+/// `timestamp_inferred` by the rules): the previous timestamp of the same file,
+/// else the file's modification time. Never 1970, and the same on a re-read of
+/// an unchanged file.
+#[derive(Default)]
+pub struct FallbackClock {
+    last: std::collections::HashMap<PathBuf, String>,
+}
+
+impl FallbackClock {
+    /// Remember `entry`'s timestamp; when it has none, the time to use instead.
+    pub fn time_for(&mut self, path: &Path, entry: &serde_json::Value) -> Option<String> {
+        if let Some(ts) = entry.get("timestamp").and_then(serde_json::Value::as_str) {
+            if chrono::DateTime::parse_from_rfc3339(ts).is_ok() {
+                match self.last.get_mut(path) {
+                    Some(last) => ts.clone_into(last),
+                    None => {
+                        self.last.insert(path.to_path_buf(), ts.to_string());
+                    }
+                }
+                return None;
+            }
+        }
+        if let Some(last) = self.last.get(path) {
+            return Some(last.clone());
+        }
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+        let t: chrono::DateTime<chrono::Utc> = mtime.into();
+        Some(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    }
+
+    pub fn forget(&mut self, path: &Path) {
+        self.last.remove(path);
     }
 }
 

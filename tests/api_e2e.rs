@@ -42,9 +42,22 @@ async fn endpoints_answer_exactly_and_validate_input() {
 
     let base = testing::serve_api(ch.clone()).await.unwrap();
 
-    // overview: totals from the materialized view
+    // overview: message counts from claude_messages, usage once per request
     let (c, ov) = get(&base, "/api/overview").await;
     assert_eq!(c, 200, "{ov}");
+    for key in [
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ] {
+        assert_eq!(ov["totals"][key], n(key), "{key}");
+        assert_eq!(sum(&ov["daily"], key) as u64, n(key), "{key}");
+    }
+    assert_eq!(ov["totals"]["responses"], n("usage_entries"));
+    assert_eq!(ov["totals"]["prompts"], n("prompts"));
+    assert_eq!(ov["totals"]["unpriced_responses"], 0);
+    assert_eq!(ov["unpriced_models"], serde_json::json!([]));
     assert_eq!(ov["totals"]["messages"], n("message_lines"));
     assert_eq!(ov["totals"]["sessions"], n("session_count"));
     assert_eq!(ov["totals"]["projects"], n("project_count"));
@@ -67,15 +80,25 @@ async fn endpoints_answer_exactly_and_validate_input() {
         sum(&s["sessions"], "output_tokens") as u64,
         n("output_tokens")
     );
+    let summarised: Vec<String> = s["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["summary"] != "")
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["project"].as_str().unwrap(),
+                r["session_id"].as_str().unwrap()
+            )
+        })
+        .collect();
     assert_eq!(
-        s["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["summary"] != "")
-            .count() as u64,
-        n("summary_lines")
+        summarised,
+        [exp["summary_session"].as_str().unwrap()],
+        "summary by leafUuid"
     );
+    assert_eq!(sum(&s["sessions"], "prompts") as u64, n("prompts"));
     let (_, s2) = get(&base, "/api/claude-sessions?limit=2").await;
     assert_eq!(s2["sessions"].as_array().unwrap().len(), 2);
     let (_, webapp) = get(&base, "/api/claude-sessions?project=-home-dev-webapp").await;
@@ -212,6 +235,7 @@ async fn endpoints_answer_exactly_and_validate_input() {
     let (c, h) = get(&base, "/healthz").await;
     assert_eq!(c, 200, "{h}");
     assert_eq!(h["clickhouse_reachable"], true);
+    assert_eq!(h["unpriced_models"], serde_json::json!([]));
     assert!(h.get("ingestion_lag_ms").is_some() && h.get("queue_depth").is_some());
     let page = reqwest::get(format!("{base}/"))
         .await
@@ -225,4 +249,75 @@ async fn endpoints_answer_exactly_and_validate_input() {
             && !page.contains("https://")
     );
     ch.drop_database().await.unwrap();
+}
+
+/// An API in front of a ClickHouse that accepts connections and never
+/// answers: every request ends with 503 + Retry-After within the deadline
+/// (nothing hangs), a burst over the in-flight bound is shed at once, and a
+/// Host the API does not serve is refused (DNS rebinding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clickhouse_bursts_and_foreign_hosts_degrade_cleanly() {
+    use claude_ingest::api::{guard::Guard, router, ApiState};
+    use claude_ingest::sink::clickhouse::{ChClient, ChSettings};
+    use std::time::{Duration, Instant};
+
+    // a "ClickHouse" that holds every connection open and says nothing
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_url = format!("http://{}", stall.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = stall.accept().await {
+            held.push(sock);
+        }
+    });
+    let client = ChClient::new(ChSettings {
+        url: stall_url,
+        user: "default".into(),
+        password: String::new(),
+        database: "stalled".into(),
+        lz4: false,
+    })
+    .unwrap();
+    let guard = Guard::new("127.0.0.1:0", &[], 4, Duration::from_millis(400));
+    let status = std::sync::Arc::new(claude_ingest::sink::status::IngestStatus::new(16));
+    let app = router(ApiState::new(client, status, guard, 2));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let t0 = Instant::now();
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "healthz hung {:?}",
+        t0.elapsed()
+    );
+
+    // 40 at once against 4 slots: the excess is refused immediately, the rest time out
+    let http = reqwest::Client::new();
+    let calls = (0..40).map(|_| http.get(format!("{base}/api/overview")).send());
+    let codes: Vec<u16> = futures_join(calls).await;
+    assert!(codes.iter().all(|c| *c == 503), "{codes:?}");
+
+    let r = http
+        .get(format!("{base}/healthz"))
+        .header("Host", "attacker.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+}
+
+async fn futures_join<F>(calls: impl Iterator<Item = F>) -> Vec<u16>
+where
+    F: std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send + 'static,
+{
+    let tasks: Vec<_> = calls.map(tokio::spawn).collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap().unwrap().status().as_u16());
+    }
+    codes
 }

@@ -69,9 +69,9 @@ fn schema_prints_every_table() {
         "claude_messages",
         "claude_tool_usage",
         "claude_file_access",
-        "claude_context_analysis",
+        "claude_requests",
         "claude_sessions",
-        "daily_session_summary_mv",
+        "claude_summaries",
         "claude_dead_letters",
     ] {
         assert!(out.contains(t), "{t} missing");

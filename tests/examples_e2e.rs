@@ -67,17 +67,47 @@ async fn examples_land_exactly_and_idempotently() {
         count(&ch, "SELECT countIf(is_sidechain) FROM claude_messages").await,
         n("sidechain_entries")
     );
+    // what each line is: typed prompts, tool results, subagent prompts, interruptions
+    for (kind, key) in [
+        ("prompt", "prompts"),
+        ("tool_result", "tool_results"),
+        ("subagent_prompt", "subagent_prompts"),
+        ("interrupt", "interruptions"),
+        ("response", "assistant"),
+    ] {
+        let sql = format!("SELECT countIf(message_kind = '{kind}') FROM claude_messages");
+        assert_eq!(count(&ch, &sql).await, n(key), "message_kind {kind}");
+    }
     assert_eq!(
-        count(&ch, "SELECT sum(input_tokens) FROM claude_messages").await,
-        n("input_tokens")
+        count(
+            &ch,
+            "SELECT countIf(message_kind = '' OR timestamp_inferred) FROM claude_messages"
+        )
+        .await,
+        0
+    );
+
+    // usage: one row per API request (each example request is one line)
+    for key in [
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ] {
+        let sql = format!("SELECT sum({key}) FROM claude_requests FINAL");
+        assert_eq!(count(&ch, &sql).await, n(key), "{key}");
+    }
+    assert_eq!(
+        count(&ch, "SELECT count() FROM claude_requests FINAL").await,
+        n("usage_entries")
     );
     assert_eq!(
         count(
             &ch,
-            "SELECT sum(cache_read_input_tokens) FROM claude_messages"
+            "SELECT countIf(NOT priced OR cost IS NULL) FROM claude_requests"
         )
         .await,
-        n("cache_read_input_tokens")
+        0
     );
     assert_eq!(
         count(
@@ -95,7 +125,7 @@ async fn examples_land_exactly_and_idempotently() {
         .await,
         0
     );
-    let cost = scalar(&ch, "SELECT sum(cost_estimate) FROM claude_messages")
+    let cost = scalar(&ch, "SELECT sum(cost) FROM claude_requests FINAL")
         .await
         .as_f64()
         .unwrap();
@@ -161,15 +191,11 @@ async fn examples_land_exactly_and_idempotently() {
         n("sensitive_file_accesses")
     );
 
-    // context analysis
-    assert_eq!(
-        count(&ch, "SELECT count() FROM claude_context_analysis FINAL").await,
-        n("usage_entries")
-    );
+    // context: every request knows its model's window
     assert_eq!(
         count(
             &ch,
-            "SELECT countIf(context_window = 200000) FROM claude_context_analysis"
+            "SELECT countIf(context_window = 200000) FROM claude_requests FINAL"
         )
         .await,
         n("usage_entries")
@@ -177,7 +203,7 @@ async fn examples_land_exactly_and_idempotently() {
     assert_eq!(
         count(
             &ch,
-            "SELECT sum(total_context_tokens) FROM claude_context_analysis"
+            "SELECT sum(total_context_tokens) FROM claude_requests FINAL"
         )
         .await,
         n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens")
@@ -193,40 +219,36 @@ async fn examples_land_exactly_and_idempotently() {
         n("project_count")
     );
     assert_eq!(
-        count(&ch, "SELECT sum(output_tokens) FROM claude_sessions FINAL").await,
-        n("output_tokens")
-    );
-    assert_eq!(
         count(
             &ch,
-            "SELECT sum(user_messages + assistant_messages) FROM claude_sessions FINAL"
+            "SELECT sum(user_lines + assistant_lines) FROM claude_sessions FINAL"
         )
         .await,
         n("user") + n("assistant")
     );
     assert_eq!(
-        count(
-            &ch,
-            "SELECT countIf(summary != '') FROM claude_sessions FINAL"
-        )
-        .await,
-        n("summary_lines")
+        count(&ch, "SELECT sum(prompts) FROM claude_sessions FINAL").await,
+        n("prompts")
+    );
+    assert_eq!(
+        count(&ch, "SELECT sum(tool_results) FROM claude_sessions FINAL").await,
+        n("tool_results")
     );
     assert_eq!(count(&ch, "SELECT countIf(first_timestamp IS NULL OR first_timestamp < '2026-01-01') FROM claude_sessions FINAL").await, 0);
-    let scost = scalar(&ch, "SELECT sum(total_cost) FROM claude_sessions FINAL")
-        .await
-        .as_f64()
-        .unwrap();
-    assert!((scost - cost).abs() < 1e-6);
 
-    // the materialized view saw every message exactly once
+    // the summary at the top of the second session describes the first one (leafUuid)
+    let summaries = ch
+        .query_json(claude_ingest::api::SESSION_SUMMARIES, &[])
+        .await
+        .expect("summaries");
+    assert_eq!(summaries.len() as u64, n("summary_lines"));
     assert_eq!(
-        count(&ch, "SELECT sum(messages) FROM daily_session_summary").await,
-        n("message_lines")
-    );
-    assert_eq!(
-        count(&ch, "SELECT sum(s) FROM (SELECT uniqMerge(sessions) AS s FROM daily_session_summary GROUP BY date, project)").await,
-        count(&ch, "SELECT count() FROM (SELECT DISTINCT toDate(timestamp), project, session_id FROM claude_messages)").await
+        format!(
+            "{}/{}",
+            summaries[0]["project"].as_str().unwrap(),
+            summaries[0]["session_id"].as_str().unwrap()
+        ),
+        exp["summary_session"].as_str().unwrap()
     );
 
     // dead letters carry the reason and the (redacted) raw line

@@ -144,7 +144,7 @@ async fn kill_9_and_restart_loses_and_duplicates_nothing() {
         exchanges as u64
     );
     assert_eq!(
-        count(&ch, "SELECT count() FROM claude_context_analysis").await,
+        count(&ch, "SELECT count() FROM claude_requests").await,
         exchanges as u64
     );
     // sums are exact only if every entry was delivered exactly once
@@ -153,11 +153,7 @@ async fn kill_9_and_restart_loses_and_duplicates_nothing() {
         want
     );
     assert_eq!(
-        count(&ch, "SELECT sum(messages) FROM daily_session_summary").await,
-        want
-    );
-    assert_eq!(
-        count(&ch, "SELECT sum(output_tokens) FROM claude_sessions").await,
+        count(&ch, "SELECT sum(output_tokens) FROM claude_requests").await,
         (exchanges * 20) as u64
     );
     assert_eq!(

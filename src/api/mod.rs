@@ -3,11 +3,15 @@
 //! Every endpoint validates its query string (`params`), binds the values as
 //! ClickHouse server-side parameters (`{name:Type}`) and runs its queries
 //! concurrently. Sums over the AggregatingMergeTree tables use GROUP BY on
-//! their keys (not FINAL), and day series come from `daily_session_summary`,
-//! which keeps the dashboard fast on millions of messages.
+//! their keys (not FINAL). Every token and cost figure comes from
+//! `claude_requests FINAL` (one row per API request; see `usage`).
 
+pub mod guard;
 pub mod params;
+mod usage;
+pub use usage::{REQUESTS, SESSION_SUMMARIES};
 
+use crate::config::ApiSection;
 use crate::sink::clickhouse::ChClient;
 use crate::sink::status::IngestStatus;
 use anyhow::{Context, Result};
@@ -16,6 +20,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use guard::Guard;
 use params::Filters;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -26,6 +31,42 @@ use std::sync::Arc;
 pub struct ApiState {
     pub client: ChClient,
     pub status: Arc<IngestStatus>,
+    pub guard: Arc<Guard>,
+    /// Queries to ClickHouse at once from the API: a burst of clients waits
+    /// here (within the request deadline) instead of opening a connection each.
+    queries: Arc<tokio::sync::Semaphore>,
+}
+
+impl ApiState {
+    pub fn new(
+        client: ChClient,
+        status: Arc<IngestStatus>,
+        guard: Guard,
+        max_queries: usize,
+    ) -> ApiState {
+        ApiState {
+            client,
+            status,
+            guard: Arc::new(guard),
+            queries: Arc::new(tokio::sync::Semaphore::new(max_queries.max(1))),
+        }
+    }
+
+    /// The API's limits from the config, for an API listening on `listen`.
+    pub fn from_config(
+        client: ChClient,
+        status: Arc<IngestStatus>,
+        api: &ApiSection,
+        listen: &str,
+    ) -> ApiState {
+        let guard = Guard::new(
+            listen,
+            &api.allowed_hosts,
+            api.max_in_flight,
+            std::time::Duration::from_millis(api.request_timeout_ms),
+        );
+        ApiState::new(client, status, guard, api.max_queries)
+    }
 }
 
 /// Errors become JSON with a status that says whose fault it is.
@@ -60,12 +101,12 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
-        .route("/api/overview", get(overview))
-        .route("/api/claude-sessions", get(sessions))
+        .route("/api/overview", get(usage::overview))
+        .route("/api/claude-sessions", get(usage::sessions))
         .route("/api/claude-tool-usage", get(tool_usage))
         .route("/api/claude-file-access", get(file_access))
-        .route("/api/claude-context-trends", get(context_trends))
-        .route("/api/claude-cost-analysis", get(cost_analysis))
+        .route("/api/claude-context-trends", get(usage::context_trends))
+        .route("/api/claude-cost-analysis", get(usage::cost_analysis))
         .route("/api/security-events", get(security_events))
         .fallback(|| async {
             (
@@ -73,6 +114,10 @@ pub fn router(state: ApiState) -> Router {
                 Json(json!({"error": "no such endpoint"})),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.guard.clone(),
+            guard::guard,
+        ))
         .with_state(state)
 }
 
@@ -124,6 +169,11 @@ async fn rows_with(
         ("lim", Value::from(f.limit)),
     ];
     params.extend(extra);
+    let _slot = s
+        .queries
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Upstream(e.into()))?;
     s.client
         .query_json(sql, &params)
         .await
@@ -152,8 +202,15 @@ async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
     let ok = ch.is_ok() && !snap.clickhouse_down;
     let mut body = serde_json::to_value(&snap).unwrap_or_default();
     body["clickhouse_reachable"] = Value::Bool(ch.is_ok());
-    if let Err(e) = ch {
-        body["clickhouse_error"] = Value::from(format!("{e:#}"));
+    match ch {
+        Err(e) => body["clickhouse_error"] = Value::from(format!("{e:#}")),
+        // Tokens of a model with no price add no cost: the operator must see it.
+        Ok(()) => {
+            let sql = "SELECT model, count() AS lines FROM claude_requests WHERE NOT priced GROUP BY model ORDER BY model";
+            if let Ok(unpriced) = s.client.query_json(sql, &[]).await {
+                body["unpriced_models"] = Value::from(unpriced);
+            }
+        }
     }
     body["status"] = Value::from(if ok { "ok" } else { "degraded" });
     (
@@ -164,78 +221,6 @@ async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
         },
         Json(body),
     )
-}
-
-async fn overview(
-    State(s): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let f = filters(&q, &["from", "to", "project"], 100)?;
-    let day_where = "date >= toDate({from:DateTime64(3, 'UTC')}) AND date < toDate({to:DateTime64(3, 'UTC')}) + 1 AND ({project:String} = '' OR project = {project:String})";
-    let daily = format!(
-        "SELECT toString(date) AS day, uniqMerge(sessions) AS sessions, sum(messages) AS messages,
-                sum(user_messages) AS user_messages, sum(assistant_messages) AS assistant_messages,
-                sum(tool_calls) AS tool_calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-                sum(cache_creation_input_tokens) AS cache_creation_input_tokens,
-                sum(cache_read_input_tokens) AS cache_read_input_tokens, round(sum(cost), 6) AS cost
-         FROM daily_session_summary WHERE {day_where} GROUP BY date ORDER BY date"
-    );
-    let totals = format!(
-        "SELECT uniqMerge(sessions) AS sessions, sum(messages) AS messages, sum(tool_calls) AS tool_calls,
-                sum(input_tokens) + sum(output_tokens) + sum(cache_creation_input_tokens) + sum(cache_read_input_tokens) AS tokens,
-                round(sum(cost), 6) AS cost, uniqExact(project) AS projects, toString(min(date)) AS first_day, toString(max(date)) AS last_day
-         FROM daily_session_summary WHERE {day_where}"
-    );
-    let projects = "SELECT DISTINCT project FROM daily_session_summary ORDER BY project LIMIT 1000";
-    let (daily, totals, projects) = tokio::join!(
-        rows(&s, &daily, &f),
-        rows(&s, &totals, &f),
-        rows(&s, projects, &f)
-    );
-    let projects: Vec<Value> = projects?
-        .into_iter()
-        .filter_map(|mut r| r.remove("project"))
-        .collect();
-    Ok(Json(
-        json!({"filters": echo(&f), "totals": first(totals?), "daily": daily?, "projects": projects}),
-    ))
-}
-
-async fn sessions(
-    State(s): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let f = filters(&q, RANGE, 50)?;
-    let grouped = format!(
-        "SELECT project, session_id,
-                min(first_timestamp) AS first_activity, max(last_timestamp) AS last_activity,
-                sum(entries) AS entries, sum(user_messages) AS user_messages, sum(assistant_messages) AS assistant_messages,
-                sum(tool_calls) AS tool_calls, sum(sidechain_entries) AS sidechain_entries,
-                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-                sum(cache_creation_input_tokens) AS cache_creation_input_tokens,
-                sum(cache_read_input_tokens) AS cache_read_input_tokens,
-                round(sum(total_cost), 6) AS cost, groupUniqArrayArray(models) AS models,
-                max(git_branch) AS git_branch, max(project_path) AS project_path, max(summary) AS summary,
-                dateDiff('second', min(first_timestamp), max(last_timestamp)) AS duration_s
-         FROM claude_sessions WHERE {PROJECT}
-         GROUP BY project, session_id
-         HAVING last_activity >= {{from:DateTime64(3, 'UTC')}} AND first_activity < {{to:DateTime64(3, 'UTC')}}"
-    );
-    let list = format!(
-        "SELECT project, session_id, toString(first_activity) AS first_activity, toString(last_activity) AS last_activity,
-                duration_s, entries, user_messages, assistant_messages, tool_calls, sidechain_entries, input_tokens, output_tokens,
-                cache_creation_input_tokens, cache_read_input_tokens, cost, models, git_branch, project_path, summary
-         FROM ({grouped}) ORDER BY last_activity DESC LIMIT {{lim:UInt32}}"
-    );
-    let totals = format!(
-        "SELECT count() AS sessions, sum(entries) AS entries, sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS tokens,
-                round(sum(cost), 6) AS cost, round(avg(duration_s), 1) AS avg_duration_s
-         FROM ({grouped})"
-    );
-    let (list, totals) = tokio::join!(rows(&s, &list, &f), rows(&s, &totals, &f));
-    Ok(Json(
-        json!({"filters": echo(&f), "totals": first(totals?), "sessions": list?}),
-    ))
 }
 
 /// `claude_tool_usage FINAL` folds each call's two partial rows (call and
@@ -365,109 +350,6 @@ async fn file_access(
     Ok(Json(
         json!({"filters": echo(&f), "totals": totals, "files": files, "extensions": exts,
         "sensitive_accesses": sensitive?, "heatmap": heatmap}),
-    ))
-}
-
-async fn context_trends(
-    State(s): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let f = filters(&q, &["from", "to", "project", "bucket"], 100)?;
-    let bucket_fn = f.bucket.function();
-    let series = format!(
-        "SELECT toString({bucket_fn}(timestamp)) AS bucket, count() AS turns,
-                round(avg(total_context_tokens)) AS avg_context_tokens, max(total_context_tokens) AS max_context_tokens,
-                sum(input_tokens) AS input, sum(output_tokens) AS output,
-                sum(cache_creation_input_tokens) AS cache_write, sum(cache_read_input_tokens) AS cache_read,
-                round(if(sum(total_context_tokens) = 0, 0, sum(cache_read_input_tokens) / sum(total_context_tokens)), 4) AS cache_read_ratio,
-                round(avg(context_utilization), 4) AS avg_utilization
-         FROM claude_context_analysis WHERE {TS_RANGE} AND {PROJECT}
-         GROUP BY bucket ORDER BY bucket LIMIT 5000"
-    );
-    let models = format!(
-        "SELECT model, count() AS turns, round(avg(total_context_tokens)) AS avg_context_tokens,
-                round(if(sum(total_context_tokens) = 0, 0, sum(cache_read_input_tokens) / sum(total_context_tokens)), 4) AS cache_read_ratio,
-                round(max(context_utilization), 4) AS max_utilization
-         FROM claude_context_analysis WHERE {TS_RANGE} AND {PROJECT} GROUP BY model ORDER BY turns DESC"
-    );
-    let (series, models) = tokio::join!(rows(&s, &series, &f), rows(&s, &models, &f));
-    Ok(Json(
-        json!({"filters": echo(&f), "bucket": if bucket_fn == "toStartOfHour" {"hour"} else {"day"},
-        "series": series?, "models": models?}),
-    ))
-}
-
-async fn cost_analysis(
-    State(s): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let f = filters(&q, RANGE, 10)?;
-    let day_where = "date >= toDate({from:DateTime64(3, 'UTC')}) AND date < toDate({to:DateTime64(3, 'UTC')}) + 1 AND ({project:String} = '' OR project = {project:String})";
-    let by_day = format!(
-        "SELECT toString(date) AS day, round(sum(cost), 6) AS cost, sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS tokens
-         FROM daily_session_summary WHERE {day_where} GROUP BY date ORDER BY date"
-    );
-    let by_project = format!(
-        "SELECT project, round(sum(cost), 6) AS cost, uniqMerge(sessions) AS sessions, sum(messages) AS messages
-         FROM daily_session_summary WHERE {day_where} GROUP BY project ORDER BY cost DESC LIMIT {{lim:UInt32}}"
-    );
-    // Per model, with what the burn rate needs: one scan of claude_messages.
-    let by_model = format!(
-        "SELECT model, round(sum(cost_estimate), 6) AS cost, count() AS responses, sum(output_tokens) AS output_tokens,
-                toUnixTimestamp64Milli(min(timestamp)) AS first_ms, toUnixTimestamp64Milli(max(timestamp)) AS last_ms,
-                sumIf(cost_estimate, timestamp >= now64(3) - INTERVAL 24 HOUR) AS cost_last_24h
-         FROM claude_messages WHERE entry_type = 'assistant' AND model != '' AND {TS_RANGE} AND {PROJECT}
-         GROUP BY model ORDER BY cost DESC"
-    );
-    let by_session = format!(
-        "SELECT project, session_id, round(sum(total_cost), 6) AS cost, toString(max(last_timestamp)) AS last_activity
-         FROM claude_sessions WHERE {PROJECT}
-         GROUP BY project, session_id
-         HAVING max(last_timestamp) >= {{from:DateTime64(3, 'UTC')}} AND min(first_timestamp) < {{to:DateTime64(3, 'UTC')}}
-         ORDER BY cost DESC LIMIT {{lim:UInt32}}"
-    );
-    let (d, p, m, se) = tokio::join!(
-        rows(&s, &by_day, &f),
-        rows(&s, &by_project, &f),
-        rows(&s, &by_model, &f),
-        rows(&s, &by_session, &f)
-    );
-    let mut models = m?;
-    let num = |r: &Map<String, Value>, k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-    let cost: f64 = models.iter().map(|r| num(r, "cost")).sum();
-    let last24: f64 = models.iter().map(|r| num(r, "cost_last_24h")).sum();
-    let first_ms = models
-        .iter()
-        .map(|r| num(r, "first_ms"))
-        .fold(f64::INFINITY, f64::min);
-    let last_ms = models.iter().map(|r| num(r, "last_ms")).fold(0.0, f64::max);
-    let hours = if models.is_empty() {
-        0.0
-    } else {
-        (last_ms - first_ms) / 3_600_000.0
-    };
-    let ms_to_text = |ms: f64| {
-        chrono::DateTime::from_timestamp_millis(ms as i64)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-            .unwrap_or_default()
-    };
-    let round6 = |x: f64| (x * 1e6).round() / 1e6;
-    let burn = json!({
-        "cost": round6(cost),
-        "first": if models.is_empty() { String::new() } else { ms_to_text(first_ms) },
-        "last": if models.is_empty() { String::new() } else { ms_to_text(last_ms) },
-        "cost_per_hour": if hours > 0.0 { round6(cost / hours) } else { 0.0 },
-        "cost_last_24h": round6(last24),
-        "cost_per_hour_last_24h": round6(last24 / 24.0),
-    });
-    for r in &mut models {
-        r.remove("first_ms");
-        r.remove("last_ms");
-        r.remove("cost_last_24h");
-    }
-    models.truncate(f.limit as usize);
-    Ok(Json(
-        json!({"filters": echo(&f), "burn_rate": burn, "by_day": d?, "by_project": p?, "by_model": models, "top_sessions": se?}),
     ))
 }
 

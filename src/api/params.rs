@@ -46,6 +46,22 @@ fn fmt(t: DateTime<Utc>) -> String {
 /// RFC 3339 (`2026-10-01T12:00:00Z`) or a date (`2026-10-01`). A date as the
 /// end of a range means "through that day".
 fn parse_time(name: &str, v: &str, end: bool) -> Result<DateTime<Utc>, String> {
+    let t = parse_any_time(name, v, end)?;
+    // Outside this range ClickHouse's DateTime64 parameters wrap around and
+    // give silently wrong figures: refuse instead.
+    let hi = NaiveDateTime::parse_from_str(FAR_FUTURE, "%Y-%m-%d %H:%M:%S%.3f")
+        .map(|d| d.and_utc())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    if t < DateTime::<Utc>::UNIX_EPOCH || t > hi {
+        return Err(format!(
+            "`{name}` must be between 1970-01-01 and {}, not `{v}`",
+            &FAR_FUTURE[..10]
+        ));
+    }
+    Ok(t)
+}
+
+fn parse_any_time(name: &str, v: &str, end: bool) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -171,6 +187,8 @@ mod tests {
     fn rejects_with_the_parameter_name() {
         for (pairs, needle) in [
             (vec![("from", "yesterday")], "`from`"),
+            (vec![("from", "1969-12-31")], "between 1970-01-01"),
+            (vec![("to", "2300-01-01")], "between 1970-01-01"),
             (vec![("limit", "0")], "`limit`"),
             (vec![("limit", "abc")], "`limit`"),
             (vec![("limit", "1001")], "`limit`"),

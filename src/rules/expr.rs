@@ -37,6 +37,9 @@ pub struct Env {
 pub struct Ctx<'a> {
     pub entry: &'a Value,
     pub item: Option<&'a Value>,
+    /// `$index`: the position of `item` in its `for_each` array. Kept out of
+    /// `vars` so a row per element does not copy the entry's variables.
+    pub index: Option<&'a Value>,
     pub vars: &'a Map<String, Value>,
     pub labels: &'a [String],
     pub env: &'a Env,
@@ -892,6 +895,9 @@ fn eval<'a>(node: &'a Node, ctx: &Ctx<'a>) -> Cow<'a, Value> {
             let base: &'a Value = match root {
                 Root::Entry => ctx.entry,
                 Root::Item => ctx.item.unwrap_or(&NULL),
+                Root::Var(name) if name == "index" && ctx.index.is_some() => {
+                    ctx.index.unwrap_or(&NULL)
+                }
                 Root::Var(name) => ctx.vars.get(name).unwrap_or(&NULL),
             };
             Cow::Borrowed(walk(base, segs))
@@ -1284,6 +1290,7 @@ mod tests {
         let ctx = Ctx {
             entry: doc,
             item: doc.get("it"),
+            index: None,
             vars: &vars,
             labels: &labels,
             env: &env,
@@ -1388,7 +1395,7 @@ mod tests {
             if let Ok(e) = Expr::compile(&src, &env) {
                 let d = json!({"a": [1, {"b": "c"}]});
                 let vars = Map::new();
-                let ctx = Ctx { entry: &d, item: None, vars: &vars, labels: &[], env: &env };
+                let ctx = Ctx { entry: &d, item: None, index: None, vars: &vars, labels: &[], env: &env };
                 let _ = e.eval(&ctx);
             }
         }

@@ -280,11 +280,15 @@ pub struct RuleSet {
 }
 
 /// One entry, as the router hands it over.
+#[derive(Default)]
 pub struct EntryInput<'a> {
     pub doc: Value,
     pub project: &'a str,
     pub source_file: &'a str,
     pub offset: u64,
+    /// RFC 3339 time for a line without a timestamp of its own (`$fallback_time`):
+    /// the router gives the file's previous timestamp, or the file's mtime.
+    pub fallback_time: Option<String>,
 }
 
 /// What the rules made of one entry.
@@ -690,6 +694,10 @@ impl RuleSet {
             "entry_id".into(),
             Value::from(format!("{}:{}", input.source_file, input.offset)),
         );
+        vars.insert(
+            "fallback_time".into(),
+            input.fallback_time.map_or(Value::Null, Value::from),
+        );
 
         // 2. Plugins, in rule order.
         let mut plugin_rows = Vec::new();
@@ -699,6 +707,7 @@ impl RuleSet {
                 Some(w) => w.truthy(&Ctx {
                     entry: &doc,
                     item: None,
+                    index: None,
                     vars: &vars,
                     labels: &labels,
                     env: &self.env,
@@ -767,6 +776,7 @@ impl RuleSet {
             let ctx = Ctx {
                 entry: &doc,
                 item: None,
+                index: None,
                 vars: &vars,
                 labels: &labels,
                 env: &self.env,
@@ -783,6 +793,7 @@ impl RuleSet {
             let ctx = Ctx {
                 entry: &doc,
                 item: None,
+                index: None,
                 vars: &vars,
                 labels: &labels,
                 env: &self.env,
@@ -816,6 +827,7 @@ impl RuleSet {
         let ctx = Ctx {
             entry: &doc,
             item: None,
+            index: None,
             vars: &vars,
             labels: &labels,
             env: &self.env,
@@ -844,12 +856,12 @@ impl RuleSet {
                         _ => &[],
                     };
                     for (i, item) in list.iter().enumerate() {
-                        let mut ivars = vars.clone();
-                        ivars.insert("index".into(), Value::from(i));
+                        let index = Value::from(i);
                         let ictx = Ctx {
                             entry: &doc,
                             item: Some(item),
-                            vars: &ivars,
+                            index: Some(&index),
+                            vars: &vars,
                             labels: &labels,
                             env: &self.env,
                         };

@@ -93,10 +93,12 @@ pub fn config(prefix: &str, root: &Path, state: &Path) -> (Config, ChSettings) {
 pub async fn serve_api(client: ChClient) -> std::io::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = crate::api::router(crate::api::ApiState {
+    let app = crate::api::router(crate::api::ApiState::new(
         client,
-        status: std::sync::Arc::new(crate::sink::status::IngestStatus::new(16)),
-    });
+        std::sync::Arc::new(crate::sink::status::IngestStatus::new(16)),
+        crate::api::guard::Guard::loopback(),
+        8,
+    ));
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(base)
 }

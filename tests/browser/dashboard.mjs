@@ -31,6 +31,10 @@ try {
   if (messages !== String(expected.message_lines)) fail(`messages KPI shows ${messages}, expected ${expected.message_lines}`);
   const sessions = await kpi("sessions");
   if (sessions !== String(expected.session_count)) fail(`sessions KPI shows ${sessions}, expected ${expected.session_count}`);
+  const prompts = await kpi("prompts");
+  if (prompts !== String(expected.prompts)) fail(`prompts KPI shows ${prompts}, expected ${expected.prompts}`);
+  const responses = await kpi("responses");
+  if (responses !== String(expected.usage_entries)) fail(`responses KPI shows ${responses}, expected ${expected.usage_entries}`);
   const dangerous = await kpi("dangerous commands");
   if (dangerous !== String(expected.dangerous_commands)) fail(`dangerous commands KPI shows ${dangerous}`);
   const rows = await page.$$eval("#sessions tbody tr", (t) => t.length);

@@ -1,0 +1,47 @@
+-- One row per API request (an assistant response), the only source of token
+-- and cost figures. Claude Code logs one response as several lines (one per
+-- content block, plus streaming snapshots), each repeating the response's
+-- `message.usage`; early snapshots carry a partial `output_tokens`. Every such
+-- line is inserted here with the same key, and the ReplacingMergeTree keeps the
+-- row with the highest `snapshot_rank` (largest output_tokens, ties broken by a
+-- hash of the line's position so the winner does not depend on arrival order).
+-- No partitioning: snapshots of one request around midnight at a month's end must
+-- still meet in one part. Read with FINAL (or argMax by the key): then each request counts once, across
+-- restarts, replays and live appends.
+--
+-- Key: the project (directory), the API message id and the request id. A session
+-- continued with --resume repeats earlier requests in a new session file of the
+-- same project; they were billed once, so they count once. Lines without a
+-- message id get their own key (request_id = file:offset); lines with a message
+-- id but no requestId (some Claude Code paths) dedupe by message id alone.
+CREATE TABLE IF NOT EXISTS claude_requests
+(
+    project                     LowCardinality(String),
+    message_id                  String,
+    request_id                  String,
+    session_id                  String,
+    timestamp                   DateTime64(3, 'UTC'),
+    model                       LowCardinality(String),
+    is_sidechain                Bool,
+    input_tokens                UInt64,
+    output_tokens               UInt64,
+    -- all cache writes; cache_creation_1h_tokens is the part written with a 1-hour TTL
+    cache_creation_input_tokens UInt64,
+    cache_creation_1h_tokens    UInt64,
+    cache_read_input_tokens     UInt64,
+    -- USD from the pricing table; NULL when the model has no price (`priced` false)
+    cost                        Nullable(Float64),
+    priced                      Bool,
+    context_window              UInt32,
+    uuid                        String,
+    source_file                 String,
+    source_offset               UInt64,
+    snapshot_rank               UInt64 MATERIALIZED
+        bitShiftLeft(output_tokens, 32) + (cityHash64(source_file, source_offset) % 4294967296),
+    total_context_tokens        UInt64 MATERIALIZED input_tokens + cache_creation_input_tokens + cache_read_input_tokens,
+    cache_hit_ratio             Float64 MATERIALIZED if(total_context_tokens = 0, 0, cache_read_input_tokens / total_context_tokens),
+    context_utilization         Float64 MATERIALIZED if(context_window = 0, 0, total_context_tokens / context_window)
+)
+ENGINE = ReplacingMergeTree(snapshot_rank)
+ORDER BY (project, message_id, request_id)
+SETTINGS non_replicated_deduplication_window = 100000;
