@@ -17,6 +17,7 @@
 //! path   := name ("." name | "[" INT "]" | "[" STRING "]")*     (root: the entry; `item` inside for_each)
 //! ```
 
+use super::pricing::{PriceTable, Usage};
 use regex::Regex;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
@@ -27,26 +28,9 @@ use std::sync::Arc;
 /// Named things expressions can refer to, defined by the rule pack.
 #[derive(Debug, Default, Clone)]
 pub struct Env {
-    pub pricing: Vec<PriceEntry>,
+    pub pricing: PriceTable,
     pub maps: HashMap<String, Map<String, Value>>,
     pub globs: HashMap<String, globset::GlobSet>,
-}
-
-/// USD per million tokens for models whose name matches `pattern`.
-#[derive(Debug, Clone)]
-pub struct PriceEntry {
-    pub pattern: globset::GlobMatcher,
-    pub input: f64,
-    pub output: f64,
-    pub cache_write: f64,
-    pub cache_read: f64,
-    pub context_window: u64,
-}
-
-impl Env {
-    pub fn price(&self, model: &str) -> Option<&PriceEntry> {
-        self.pricing.iter().find(|p| p.pattern.is_match(model))
-    }
 }
 
 /// Evaluation context for one entry (and one `for_each` item).
@@ -76,8 +60,6 @@ enum Seg {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum BinOp {
-    Or,
-    And,
     Eq,
     Ne,
     In,
@@ -98,6 +80,14 @@ enum Node {
     List(Vec<Node>),
     Not(Box<Node>),
     Neg(Box<Node>),
+    /// `a || b || ...`: the first truthy operand, else the last one. Chains are
+    /// flat (not nested pairs) so a long chain does not make a deep tree.
+    Any(Vec<Node>),
+    /// `a && b && ...`: true when every operand is truthy (stops at the first falsy).
+    All(Vec<Node>),
+    /// `a + b - c ...` or `a * b / c ...`, applied left to right; flat like `Any`.
+    Fold(Box<Node>, Vec<(BinOp, Node)>),
+    /// Comparisons (they do not chain).
     Bin(BinOp, Box<Node>, Box<Node>),
     Match(Box<Node>, Arc<Regex>),
     Call(Func, Vec<Node>),
@@ -132,6 +122,7 @@ enum Func {
     Bool,
     CountType,
     Cost,
+    Priced,
     ContextWindow,
     Contains,
     StartsWith,
@@ -151,12 +142,32 @@ pub struct Expr {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message} (at column {column} of `{source_text}`)")]
+#[error("{message} (at column {column} of `{}`)", excerpt(.source_text))]
 pub struct ExprError {
     pub message: String,
     pub column: usize,
     pub source_text: String,
 }
+
+/// The start of a long expression, so an error about a huge one stays one readable line.
+fn excerpt(src: &str) -> Cow<'_, str> {
+    const SHOWN: usize = 80;
+    match src.char_indices().nth(SHOWN) {
+        None => Cow::Borrowed(src),
+        Some((i, _)) => Cow::Owned(format!("{}… ({} bytes)", &src[..i], src.len())),
+    }
+}
+
+/// Deepest nesting of brackets, calls and prefix `!` / `-` in one expression.
+/// Parsing, evaluating and dropping an expression recurse once per level, so
+/// this bounds their stack use (debug build, worst case: ~18 KiB per level to
+/// parse, ~12 KiB to evaluate, so under 0.6 MiB of the engine threads' 2 MiB):
+/// a hostile rule file is a load error, not a crashed engine. The default
+/// rules nest 3 deep.
+pub const MAX_DEPTH: usize = 32;
+/// Most terms (operands and operators) in one expression; bounds the work per
+/// entry. The default rules' largest expression has about 15.
+pub const MAX_TERMS: usize = 2000;
 
 // ---------------------------------------------------------------- lexer
 
@@ -298,6 +309,9 @@ struct Parser<'e> {
     pos: usize,
     end: usize,
     env: &'e Env,
+    /// Current nesting (see MAX_DEPTH) and terms so far (see MAX_TERMS).
+    depth: usize,
+    terms: usize,
 }
 
 type PResult<T> = Result<T, (String, usize)>;
@@ -346,21 +360,59 @@ impl Parser<'_> {
         }
     }
 
-    fn or(&mut self) -> PResult<Node> {
-        let mut l = self.and()?;
-        while self.eat_op("||") {
-            let r = self.and()?;
-            l = Node::Bin(BinOp::Or, Box::new(l), Box::new(r));
+    /// One level deeper: call before recursing into a nested construct.
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err((
+                format!(
+                    "expression nested deeper than {MAX_DEPTH} levels (brackets, calls, `!`, `-`)"
+                ),
+                self.col(),
+            ));
         }
-        Ok(l)
+        Ok(())
+    }
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+    /// Count one term (operand or operator).
+    fn term(&mut self) -> PResult<()> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err((
+                format!(
+                    "expression too large: more than {MAX_TERMS} terms (split it into derived fields)"
+                ),
+                self.col(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn or(&mut self) -> PResult<Node> {
+        let mut items = vec![self.and()?];
+        while self.eat_op("||") {
+            self.term()?;
+            items.push(self.and()?);
+        }
+        Ok(if items.len() == 1 {
+            items.swap_remove(0)
+        } else {
+            Node::Any(items)
+        })
     }
     fn and(&mut self) -> PResult<Node> {
-        let mut l = self.cmp()?;
+        let mut items = vec![self.cmp()?];
         while self.eat_op("&&") {
-            let r = self.cmp()?;
-            l = Node::Bin(BinOp::And, Box::new(l), Box::new(r));
+            self.term()?;
+            items.push(self.cmp()?);
         }
-        Ok(l)
+        Ok(if items.len() == 1 {
+            items.swap_remove(0)
+        } else {
+            Node::All(items)
+        })
     }
     fn cmp(&mut self) -> PResult<Node> {
         let l = self.rel()?;
@@ -400,42 +452,50 @@ impl Parser<'_> {
         }
         Ok(l)
     }
-    fn add(&mut self) -> PResult<Node> {
-        let mut l = self.mul()?;
-        loop {
-            let op = if self.eat_op("+") {
-                BinOp::Add
-            } else if self.eat_op("-") {
-                BinOp::Sub
-            } else {
-                return Ok(l);
-            };
-            let r = self.mul()?;
-            l = Node::Bin(op, Box::new(l), Box::new(r));
+    /// `operand (op operand)*` for the two arithmetic levels, as one flat `Fold`.
+    fn fold(
+        &mut self,
+        ops: [(&str, BinOp); 2],
+        operand: fn(&mut Self) -> PResult<Node>,
+    ) -> PResult<Node> {
+        let first = operand(self)?;
+        let mut rest = Vec::new();
+        while let Some(&(_, op)) = ops.iter().find(|(s, _)| self.eat_op(s)) {
+            self.term()?;
+            rest.push((op, operand(self)?));
         }
+        Ok(if rest.is_empty() {
+            first
+        } else {
+            Node::Fold(Box::new(first), rest)
+        })
+    }
+    fn add(&mut self) -> PResult<Node> {
+        self.fold([("+", BinOp::Add), ("-", BinOp::Sub)], Self::mul)
     }
     fn mul(&mut self) -> PResult<Node> {
-        let mut l = self.unary()?;
-        loop {
-            let op = if self.eat_op("*") {
-                BinOp::Mul
-            } else if self.eat_op("/") {
-                BinOp::Div
-            } else {
-                return Ok(l);
-            };
-            let r = self.unary()?;
-            l = Node::Bin(op, Box::new(l), Box::new(r));
-        }
+        self.fold([("*", BinOp::Mul), ("/", BinOp::Div)], Self::unary)
     }
+    /// Prefix `!` / `-` (a loop, not a recursion: each still counts as a level).
     fn unary(&mut self) -> PResult<Node> {
-        if self.eat_op("!") {
-            return Ok(Node::Not(Box::new(self.unary()?)));
+        let mut wraps: Vec<fn(Box<Node>) -> Node> = Vec::new();
+        loop {
+            if self.eat_op("!") {
+                wraps.push(Node::Not);
+            } else if self.eat_op("-") {
+                wraps.push(Node::Neg);
+            } else {
+                break;
+            }
+            self.term()?;
+            self.enter()?;
         }
-        if self.eat_op("-") {
-            return Ok(Node::Neg(Box::new(self.unary()?)));
+        let mut node = self.primary()?;
+        for wrap in wraps.into_iter().rev() {
+            node = wrap(Box::new(node));
+            self.leave();
         }
-        self.primary()
+        Ok(node)
     }
     fn segments(&mut self) -> PResult<Vec<Seg>> {
         let mut segs = Vec::new();
@@ -461,7 +521,24 @@ impl Parser<'_> {
             }
         }
     }
+    /// Comma-separated expressions up to `close` (the opener is consumed), one level deeper.
+    fn items(&mut self, close: &Tok, what: &str) -> PResult<Vec<Node>> {
+        self.enter()?;
+        let mut items = Vec::new();
+        if !self.eat(close) {
+            loop {
+                items.push(self.or()?);
+                if self.eat(close) {
+                    break;
+                }
+                self.expect(&Tok::Comma, what)?;
+            }
+        }
+        self.leave();
+        Ok(items)
+    }
     fn primary(&mut self) -> PResult<Node> {
+        self.term()?;
         let col = self.col();
         match self.next() {
             Some(Tok::Str(s)) => Ok(Node::Lit(Value::String(s))),
@@ -471,23 +548,13 @@ impl Parser<'_> {
                 Number::from_f64(n).map_or(Value::Null, Value::Number)
             })),
             Some(Tok::LParen) => {
+                self.enter()?;
                 let e = self.or()?;
                 self.expect(&Tok::RParen, "`)`")?;
+                self.leave();
                 Ok(e)
             }
-            Some(Tok::LBrack) => {
-                let mut items = Vec::new();
-                if !self.eat(&Tok::RBrack) {
-                    loop {
-                        items.push(self.or()?);
-                        if self.eat(&Tok::RBrack) {
-                            break;
-                        }
-                        self.expect(&Tok::Comma, "`,` or `]`")?;
-                    }
-                }
-                Ok(Node::List(items))
-            }
+            Some(Tok::LBrack) => Ok(Node::List(self.items(&Tok::RBrack, "`,` or `]`")?)),
             Some(Tok::Var(v)) => {
                 let segs = self.segments()?;
                 Ok(Node::Path(Root::Var(v), segs))
@@ -499,18 +566,8 @@ impl Parser<'_> {
                     "null" => return Ok(Node::Lit(Value::Null)),
                     _ => {}
                 }
-                if self.peek() == Some(&Tok::LParen) {
-                    self.pos += 1;
-                    let mut args = Vec::new();
-                    if !self.eat(&Tok::RParen) {
-                        loop {
-                            args.push(self.or()?);
-                            if self.eat(&Tok::RParen) {
-                                break;
-                            }
-                            self.expect(&Tok::Comma, "`,` or `)`")?;
-                        }
-                    }
+                if self.eat(&Tok::LParen) {
+                    let args = self.items(&Tok::RParen, "`,` or `)`")?;
                     let f = self.func(&n, &args).map_err(|m| (m, col))?;
                     return Ok(Node::Call(f, args));
                 }
@@ -655,8 +712,12 @@ impl Parser<'_> {
                 Func::HasLabel
             }
             "cost" => {
-                arity(5, 5)?;
+                arity(5, 6)?;
                 Func::Cost
+            }
+            "priced" => {
+                arity(1, 1)?;
+                Func::Priced
             }
             _ => return Err(format!("unknown function `{name}`")),
         };
@@ -678,6 +739,8 @@ impl Expr {
             pos: 0,
             end: src.len(),
             env,
+            depth: 0,
+            terms: 0,
         };
         let node = p.or().map_err(err)?;
         if p.pos < p.toks.len() {
@@ -848,22 +911,27 @@ fn eval<'a>(node: &'a Node, ctx: &Ctx<'a>) -> Cow<'a, Value> {
             let v = eval(n, ctx);
             Cow::Owned(Value::Bool(!v.is_null() && re.is_match(&as_text(&v))))
         }
-        Node::Bin(op, l, r) => {
-            match op {
-                BinOp::Or => {
-                    let lv = eval(l, ctx);
-                    return if truthy(&lv) { lv } else { eval(r, ctx) };
+        Node::Any(items) => {
+            let Some((last, init)) = items.split_last() else {
+                return Cow::Borrowed(&NULL);
+            };
+            for n in init {
+                let v = eval(n, ctx);
+                if truthy(&v) {
+                    return v;
                 }
-                BinOp::And => {
-                    let lv = eval(l, ctx);
-                    return if truthy(&lv) {
-                        Cow::Owned(Value::Bool(truthy(&eval(r, ctx))))
-                    } else {
-                        Cow::Owned(Value::Bool(false))
-                    };
-                }
-                _ => {}
             }
+            eval(last, ctx)
+        }
+        Node::All(items) => Cow::Owned(Value::Bool(items.iter().all(|n| truthy(&eval(n, ctx))))),
+        Node::Fold(first, rest) => {
+            let mut acc = eval(first, ctx);
+            for (op, n) in rest {
+                acc = Cow::Owned(binary(*op, &acc, &eval(n, ctx)));
+            }
+            acc
+        }
+        Node::Bin(op, l, r) => {
             let lv = eval(l, ctx);
             let rv = eval(r, ctx);
             Cow::Owned(binary(*op, &lv, &rv))
@@ -912,7 +980,6 @@ fn binary(op: BinOp, l: &Value, r: &Value) -> Value {
                 num_value(num(l).unwrap_or(0.0) / d)
             }
         }
-        BinOp::Or | BinOp::And => Value::Null,
     }
 }
 
@@ -1070,22 +1137,31 @@ fn call<'a>(f: &'a Func, args: &'a [Node], ctx: &Ctx<'a>) -> Cow<'a, Value> {
         }
         Func::Cost => {
             let model = arg(0);
-            let Some(p) = model.as_str().and_then(|m| ctx.env.price(m)) else {
-                return Cow::Owned(num_value_f(0.0));
+            let Some(p) = model.as_str().and_then(|m| ctx.env.pricing.get(m)) else {
+                return Cow::Borrowed(&NULL);
             };
             let t = |i: usize| num(&arg(i)).unwrap_or(0.0);
-            let usd =
-                (t(1) * p.input + t(2) * p.output + t(3) * p.cache_write + t(4) * p.cache_read)
-                    / 1_000_000.0;
-            Cow::Owned(num_value_f(usd))
+            let usage = Usage {
+                input: t(1),
+                output: t(2),
+                cache_write: t(3),
+                cache_read: t(4),
+                cache_write_1h: t(5),
+            };
+            Cow::Owned(p.cost(usage).map_or(Value::Null, num_value_f))
+        }
+        Func::Priced => {
+            let model = arg(0);
+            let known = model.as_str().and_then(|m| ctx.env.pricing.get(m));
+            Cow::Owned(Value::Bool(known.is_some()))
         }
         Func::ContextWindow => {
             let model = arg(0);
             let w = model
                 .as_str()
-                .and_then(|m| ctx.env.price(m))
-                .map_or(0, |p| p.context_window);
-            Cow::Owned(Value::from(w))
+                .and_then(|m| ctx.env.pricing.get(m))
+                .and_then(|p| p.context_window);
+            Cow::Owned(w.map_or(Value::Null, Value::from))
         }
         Func::Contains => {
             let hay = arg(0);
@@ -1178,6 +1254,7 @@ fn num_value_f(f: f64) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pricing::{Price, Rates};
     use super::*;
     use serde_json::json;
 
@@ -1189,16 +1266,19 @@ mod tests {
         let mut gs = globset::GlobSetBuilder::new();
         gs.add(globset::Glob::new("**/.env").unwrap());
         env.globs.insert("sensitive".into(), gs.build().unwrap());
-        env.pricing.push(PriceEntry {
-            pattern: globset::Glob::new("claude-sonnet-*")
-                .unwrap()
-                .compile_matcher(),
-            input: 3.0,
-            output: 15.0,
-            cache_write: 3.75,
-            cache_read: 0.3,
-            context_window: 200_000,
-        });
+        let rates = |input: f64, output: f64| Rates {
+            input,
+            output,
+            cache_write: Some(input * 1.25),
+            cache_write_1h: Some(input * 2.0),
+            cache_read: Some(input / 10.0),
+        };
+        let sonnet = Price {
+            base: rates(3.0, 15.0),
+            long_context: Some((200_000, rates(6.0, 22.5))),
+            context_window: Some(200_000),
+        };
+        env.pricing.insert("claude-sonnet-4-5", sonnet).unwrap();
         env
     }
 
@@ -1248,14 +1328,20 @@ mod tests {
         assert_eq!(ev("first_word(item.input.command)", &d), json!("rm"));
         assert_eq!(ev("extension('/a/b.Tar.GZ')", &d), json!("gz"));
         assert_eq!(ev("dirname('/a/b.c')", &d), json!("/a"));
+        // A 1M-token prompt is over the 200k long-context threshold: $6/M.
         assert_eq!(
             ev(
                 "cost(message.model, message.usage.input_tokens, 0, 0, 0)",
                 &d
             ),
-            json!(3.0)
+            json!(6.0)
         );
-        assert_eq!(ev("cost('unknown', 5, 5, 5, 5)", &d), json!(0.0));
+        assert_eq!(
+            ev("cost(message.model, 1000, 0, 2000, 0, 1000)", &d),
+            json!(0.01275)
+        );
+        assert_eq!(ev("priced(message.model)", &d), json!(true));
+        assert_eq!(ev("cost('unknown', 5, 5, 5, 5)", &d), Value::Null);
         assert_eq!(ev("context_window(message.model)", &d), json!(200000));
         assert_eq!(ev("preview('héllo', 2)", &d), json!("hé"));
         assert_eq!(

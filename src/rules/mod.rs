@@ -3,12 +3,14 @@
 //! The language is documented in `docs/RULES.md`.
 
 pub mod expr;
+pub mod pricing;
 pub mod redact;
 pub mod reload;
 
 use crate::plugins::api::{PluginCaller, PluginError};
 use crate::row::Row;
-use expr::{Ctx, Env, Expr, PriceEntry};
+use expr::{Ctx, Env, Expr};
+use pricing::{Price, Rates};
 use redact::{Pattern, RedactSpec, Redactor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -41,6 +43,8 @@ struct RuleFile {
     tables: Vec<TableSpec>,
 }
 
+/// One model of `pricing:` (USD per million tokens), as
+/// `scripts/refresh-pricing.py` writes it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PriceSpec {
@@ -48,11 +52,60 @@ struct PriceSpec {
     input: f64,
     output: f64,
     #[serde(default)]
-    cache_write: f64,
+    cache_write: Option<f64>,
     #[serde(default)]
-    cache_read: f64,
+    cache_write_1h: Option<f64>,
     #[serde(default)]
-    context_window: u64,
+    cache_read: Option<f64>,
+    #[serde(default)]
+    context_window: Option<u64>,
+    #[serde(default)]
+    tier: Option<TierSpec>,
+}
+
+/// Long-context rates; a missing rate is the base one (a missing 1-hour
+/// cache-write rate: the tier's 5-minute one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierSpec {
+    above_tokens: u64,
+    #[serde(default)]
+    input: Option<f64>,
+    #[serde(default)]
+    output: Option<f64>,
+    #[serde(default)]
+    cache_write: Option<f64>,
+    #[serde(default)]
+    cache_write_1h: Option<f64>,
+    #[serde(default)]
+    cache_read: Option<f64>,
+}
+
+impl PriceSpec {
+    fn price(&self) -> Price {
+        let base = Rates {
+            input: self.input,
+            output: self.output,
+            cache_write: self.cache_write,
+            cache_write_1h: self.cache_write_1h,
+            cache_read: self.cache_read,
+        };
+        let long_context = self.tier.as_ref().map(|t| {
+            let rates = Rates {
+                input: t.input.unwrap_or(base.input),
+                output: t.output.unwrap_or(base.output),
+                cache_write: t.cache_write.or(base.cache_write),
+                cache_write_1h: t.cache_write_1h,
+                cache_read: t.cache_read.or(base.cache_read),
+            };
+            (t.above_tokens, rates)
+        });
+        Price {
+            base,
+            long_context,
+            context_window: self.context_window,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,18 +374,8 @@ impl RuleSet {
                 message,
             };
             for p in &rf.pricing {
-                match globset::Glob::new(&p.model) {
-                    Ok(g) => env.pricing.push(PriceEntry {
-                        pattern: g.compile_matcher(),
-                        input: p.input,
-                        output: p.output,
-                        cache_write: p.cache_write,
-                        cache_read: p.cache_read,
-                        context_window: p.context_window,
-                    }),
-                    Err(e) => {
-                        errors.push(err(&p.model, format!("bad model glob `{}`: {e}", p.model)))
-                    }
+                if let Err(m) = env.pricing.insert(&p.model, p.price()) {
+                    errors.push(err(&p.model, m));
                 }
             }
             for (name, m) in &rf.maps {
