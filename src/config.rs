@@ -72,13 +72,20 @@ impl Default for SourceSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSection {
+    /// Rows per insert while following (caught up, little waiting upstream).
     pub max_rows: usize,
-    /// Size threshold while backfilling (before the first catch-up): bigger
-    /// inserts amortise ClickHouse's per-insert cost when latency does not matter.
+    /// Size threshold while behind (backfill, or a burst queued upstream):
+    /// bigger inserts amortise ClickHouse's per-insert cost when latency does not matter.
     pub backfill_max_rows: usize,
+    /// Encoded bytes per insert: a batch is flushed at this size whatever its row count.
+    pub max_bytes: usize,
+    /// Upper bound on how long a row waits; when the input is caught up a batch
+    /// is flushed at once, so this only matters under a steady trickle.
     pub max_delay_ms: u64,
-    /// Bounded queue between the tailer and the sink, in entries: the backpressure bound.
+    /// Bounded queues between the tailer and the sink, in entries: the backpressure bound.
     pub queue_capacity: usize,
+    /// Byte bound of each of those queues (an entry larger than this passes alone).
+    pub queue_bytes: usize,
 }
 
 impl Default for BatchSection {
@@ -86,8 +93,10 @@ impl Default for BatchSection {
         BatchSection {
             max_rows: 500,
             backfill_max_rows: 20_000,
+            max_bytes: 16 << 20,
             max_delay_ms: 1000,
             queue_capacity: 2048,
+            queue_bytes: 32 << 20,
         }
     }
 }
@@ -196,6 +205,9 @@ impl Config {
         }
         if self.batch.queue_capacity == 0 {
             bail!("batch.queue_capacity must be at least 1");
+        }
+        if self.batch.max_bytes < 1024 || self.batch.queue_bytes < 1024 {
+            bail!("batch.max_bytes and batch.queue_bytes must be at least 1024");
         }
         if self.source.max_line_bytes < 1024 {
             bail!("source.max_line_bytes must be at least 1024");

@@ -1,15 +1,19 @@
 //! Wiring: source → parse → rules/plugins → sink, plus the API server.
 //!
 //! Threads and tasks:
-//! * the tailer (a std thread: blocking file I/O) sends `SourceEvent`s into a
-//!   bounded channel (`batch.queue_capacity`);
+//! * the tailer (a std thread: blocking file I/O) hands `SourceEvent`s to the
+//!   relay (a std thread), which queues them for the router under a byte
+//!   budget (`batch.queue_bytes`) and an entry bound (`batch.queue_capacity`);
 //! * the router (a blocking thread) parses each line, runs the live rule pack
-//!   and plugins, and sends rows + the line's checkpoint to the writer;
-//! * the writer (an async task) batches, spools, inserts, commits checkpoints.
+//!   and plugins, and sends rows + the line's checkpoint to the writer (again
+//!   bounded in entries and bytes);
+//! * the writer (an async task) encodes, spools, inserts, commits checkpoints,
+//!   and decides when the input is caught up (nothing waiting upstream).
 //!
-//! Both channels are bounded: when ClickHouse is slow or down the writer stops
-//! reading, the channels fill, and the tailer blocks. Memory stays bounded and
-//! nothing is read that cannot be stored.
+//! Both queues are bounded in entries and bytes: when ClickHouse is slow or
+//! down the writer stops reading, the queues fill, and the tailer blocks.
+//! Memory stays bounded whatever the size of the lines, and nothing is read
+//! that cannot be stored.
 
 use crate::api;
 use crate::config::{ClickHouseMode, Config};
@@ -18,11 +22,12 @@ use crate::plugins::{spawn_plugin_watcher, PluginLimits, PluginsHandle};
 use crate::row::Row;
 use crate::rules::reload::{spawn_rules_watcher, RulesHandle};
 use crate::rules::{EntryInput, RuleSet};
+use crate::sink::budget::{ByteBudget, Permit};
 use crate::sink::clickhouse::{schema_script, ChClient, ChSettings};
 use crate::sink::embedded::EmbeddedClickHouse;
 use crate::sink::spool::Spool;
 use crate::sink::status::{now_ms, IngestStatus};
-use crate::sink::writer::{run_writer, DeadLetter, SinkItem, Writer, WriterConfig};
+use crate::sink::writer::{approx_bytes, run_writer, DeadLetter, SinkItem, Writer, WriterConfig};
 use crate::source::{run_source, CheckpointStore, SourceConfig, SourceEvent, SourceLine};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -302,6 +307,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         WriterConfig {
             max_rows: cfg.batch.max_rows,
             backfill_max_rows: cfg.batch.backfill_max_rows,
+            max_bytes: cfg.batch.max_bytes,
             max_delay: cfg.batch_delay(),
             schema_dirs: schema_dirs(cfg),
         },
@@ -325,31 +331,42 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         None
     };
 
-    let (src_tx, src_rx) = mpsc::channel::<SourceEvent>(cfg.batch.queue_capacity);
+    // The tailer hands lines over one at a time; the relay queues them under
+    // the byte budget (a channel alone bounds entries, not bytes).
+    let (src_tx, src_rx) = mpsc::channel::<SourceEvent>(1);
+    let (queue_tx, queue_rx) = mpsc::channel::<Queued>(cfg.batch.queue_capacity);
     // As deep as the source queue, so the router keeps working while the
     // writer waits on an insert (the two overlap instead of taking turns).
     let (sink_tx, sink_rx) = mpsc::channel::<SinkItem>(cfg.batch.queue_capacity);
+    let line_budget = ByteBudget::new(cfg.batch.queue_bytes, status.clone());
+    let row_budget = ByteBudget::new(cfg.batch.queue_bytes, status.clone());
 
     let source_shutdown = shutdown.clone();
     let source = std::thread::Builder::new()
         .name("tailer".into())
         .spawn(move || run_source(&src_cfg, start, src_tx, source_shutdown))
         .context("cannot start the tailer thread")?;
+    let relay_status = status.clone();
+    let relay = std::thread::Builder::new()
+        .name("relay".into())
+        .spawn(move || relay_loop(src_rx, queue_tx, line_budget, relay_status))
+        .context("cannot start the relay thread")?;
 
-    let router_rules = rules.clone();
-    let router_plugins = plugins.clone();
-    let router_status = status.clone();
-    let router_progress = progress.clone();
-    let router = tokio::task::spawn_blocking(move || {
-        route_loop(
-            src_rx,
-            sink_tx,
-            router_rules,
-            router_plugins,
-            router_status,
-            router_progress,
-        )
-    });
+    let router = {
+        let (rules, plugins, status, progress) = (
+            rules.clone(),
+            plugins.clone(),
+            status.clone(),
+            progress.clone(),
+        );
+        let sink = RouterSink {
+            tx: sink_tx,
+            budget: row_budget,
+        };
+        tokio::task::spawn_blocking(move || {
+            route_loop(queue_rx, sink, rules, plugins, status, progress)
+        })
+    };
     let writer_task = tokio::spawn(run_writer(writer, sink_rx));
 
     let mut watchers = Vec::new();
@@ -392,6 +409,9 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     let source_result = source
         .join()
         .map_err(|_| anyhow!("the tailer thread panicked"))?;
+    relay
+        .join()
+        .map_err(|_| anyhow!("the relay thread panicked"))?;
     for w in watchers {
         let _ = w.join();
     }
@@ -447,16 +467,46 @@ fn progress_bar(
     bar
 }
 
-fn route_loop(
+/// A source event in the router's queue, with its bytes in the queue's budget.
+type Queued = (SourceEvent, Permit);
+
+/// Moves events from the tailer into the router's queue, charging each
+/// line's bytes to `budget` first (blocks while the queue is full in bytes).
+fn relay_loop(
     mut rx: mpsc::Receiver<SourceEvent>,
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<ByteBudget>,
+    status: Arc<IngestStatus>,
+) {
+    while let Some(ev) = rx.blocking_recv() {
+        let bytes = match &ev {
+            SourceEvent::Line(l) => l.bytes.len() + std::mem::size_of::<SourceLine>(),
+            _ => 0,
+        };
+        let permit = budget.acquire(bytes);
+        status.lines_in_flight.fetch_add(1, Relaxed);
+        if tx.blocking_send((ev, permit)).is_err() {
+            break; // the router stopped
+        }
+    }
+}
+
+/// The router's side of the writer's queue.
+struct RouterSink {
     tx: mpsc::Sender<SinkItem>,
+    budget: Arc<ByteBudget>,
+}
+
+fn route_loop(
+    mut rx: mpsc::Receiver<Queued>,
+    sink: RouterSink,
     rules: RulesHandle,
     plugins: PluginsHandle,
     status: Arc<IngestStatus>,
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<()> {
     let mut clock = FallbackClock::default();
-    while let Some(ev) = rx.blocking_recv() {
+    while let Some((ev, permit)) = rx.blocking_recv() {
         status.queue_depth.store(rx.len() as u64, Relaxed);
         let item = match ev {
             SourceEvent::Line(line) => {
@@ -470,35 +520,44 @@ fn route_loop(
                 let rs = rules.current();
                 status.rules_generation.store(rules.generation(), Relaxed);
                 let rows = route_line(&line, &rs, &plugins, &status, &mut clock);
-                SinkItem::Rows {
+                Some(SinkItem::Rows {
                     rows,
                     checkpoint: Some(((*line.path).clone(), line.checkpoint())),
                     read_at_ms: now,
-                }
+                    permit: None, // charged by `RouterSink::send`
+                })
             }
             SourceEvent::Reset { path, reason } => {
                 tracing::info!(path = %path.display(), %reason, "file reset: reading it from the start");
-                continue;
+                None
             }
             SourceEvent::Removed(path) => {
                 clock.forget(&path);
-                SinkItem::Forget(path)
+                Some(SinkItem::Forget(path))
             }
-            SourceEvent::CaughtUp => {
-                status.caught_up.store(true, Relaxed);
-                tracing::info!(
-                    lines = status.lines_read.load(Relaxed),
-                    "initial pass complete; following new lines"
-                );
-                continue;
-            }
+            SourceEvent::CaughtUp => Some(SinkItem::CaughtUp),
         };
-        if tx.blocking_send(item).is_err() {
-            // The writer stopped (its error is reported by the caller).
-            break;
+        drop(permit);
+        // Before the send: once the writer holds the last item it must see
+        // nothing in flight, or it would wait instead of storing at once.
+        status.lines_in_flight.fetch_sub(1, Relaxed);
+        if let Some(item) = item {
+            if !sink.send(item) {
+                break; // the writer stopped (its error is reported by the caller)
+            }
         }
     }
     Ok(())
+}
+
+impl RouterSink {
+    /// Charge the rows' bytes to the writer queue's budget, then send.
+    fn send(&self, mut item: SinkItem) -> bool {
+        if let SinkItem::Rows { rows, permit, .. } = &mut item {
+            *permit = Some(self.budget.acquire(approx_bytes(rows)));
+        }
+        self.tx.blocking_send(item).is_ok()
+    }
 }
 
 /// One line → rows, or a dead letter saying why not. Never fails: whatever

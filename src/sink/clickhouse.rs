@@ -112,36 +112,91 @@ pub struct ChClient {
     db: clickhouse::Client,
 }
 
-/// Whether a failed request may succeed if simply retried (server down,
-/// overloaded, timeouts) or is caused by the data itself.
+/// What a failed insert means for the batch. Only `Data` may lead to dead
+/// letters; the other two are retried (checkpoints held) until they pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    Transient,
+    /// The server is unreachable, overloaded or timed out.
+    Unavailable,
+    /// The server is up but cannot store now (disk full, too many parts,
+    /// memory limit, read-only): more space or time fixes it, not the data.
+    Storage,
+    /// Something in the rows themselves (a value that does not parse or fit):
+    /// the same bytes fail every time, so the culprit rows are dead-lettered.
     Data,
 }
 
-/// Exception codes that mean "this data/statement is wrong", not "try later".
+/// Exception codes caused by the content of a row (parse, type and range errors)
+/// or by the statement/schema (unknown table or column): retrying cannot help.
+/// EOF/short-read codes are absent on purpose: our rows are always complete
+/// JSON, so those mean a truncated transfer, not bad data.
 const DATA_ERROR_CODES: &[u32] = &[
-    6, 16, 26, 27, 32, 33, 38, 41, 43, 44, 47, 53, 60, 62, 69, 70, 72, 73, 75, 76, 81, 117, 130,
-    131, 173, 190, 241, 243, 321, 386, 394, 407, 455, 471, 529, 530, 691,
+    6,   // CANNOT_PARSE_TEXT
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    43,  // ILLEGAL_TYPE_OF_ARGUMENT
+    44,  // ILLEGAL_COLUMN
+    47,  // UNKNOWN_IDENTIFIER
+    53,  // TYPE_MISMATCH
+    60,  // UNKNOWN_TABLE
+    62,  // SYNTAX_ERROR
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    73,  // UNKNOWN_FORMAT
+    81,  // UNKNOWN_DATABASE
+    117, // INCORRECT_DATA
+    130, // CANNOT_READ_ARRAY_FROM_TEXT
+    131, // TOO_LARGE_STRING_SIZE
+    190, // SIZES_OF_ARRAYS_DONT_MATCH
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    386, // NO_COMMON_TYPE
+    407, // DECIMAL_OVERFLOW
+    455, // SUSPICIOUS_TYPE_FOR_LOW_CARDINALITY
+    471, // INVALID_SETTING_VALUE
+    691, // UNKNOWN_ELEMENT_OF_ENUM
+];
+
+/// Exception codes that mean "the server cannot store this now".
+const STORAGE_ERROR_CODES: &[u32] = &[
+    74,  // CANNOT_READ_FROM_FILE_DESCRIPTOR
+    75,  // CANNOT_WRITE_TO_FILE_DESCRIPTOR
+    76,  // CANNOT_OPEN_FILE
+    164, // READONLY
+    173, // CANNOT_ALLOCATE_MEMORY
+    241, // MEMORY_LIMIT_EXCEEDED (batches are bounded in bytes, so it is the server's state)
+    242, // TABLE_IS_READ_ONLY
+    243, // NOT_ENOUGH_SPACE
+    252, // TOO_MANY_PARTS
+    425, // SYSTEM_ERROR
 ];
 
 /// Classify an error from this module.
 pub fn classify_error(err: &anyhow::Error) -> FailureKind {
     for cause in err.chain() {
-        if let Some(ch) = cause.downcast_ref::<clickhouse::error::Error>() {
-            return match ch {
-                clickhouse::error::Error::BadResponse(text) => match exception_code(text) {
-                    // 241 (memory limit) is listed as data: a batch that cannot fit
-                    // will not fit on retry either; it is split row by row instead.
-                    Some(code) if DATA_ERROR_CODES.contains(&code) => FailureKind::Data,
-                    _ => FailureKind::Transient,
-                },
-                _ => FailureKind::Transient,
-            };
+        if let Some(clickhouse::error::Error::BadResponse(text)) =
+            cause.downcast_ref::<clickhouse::error::Error>()
+        {
+            return classify_response(text);
         }
     }
-    FailureKind::Transient
+    FailureKind::Unavailable
+}
+
+/// Classify a server's error text (`Code: N. DB::Exception: ...`).
+pub fn classify_response(text: &str) -> FailureKind {
+    // A full disk also shows up as an OS error without a storage code (e.g.
+    // the embedded front cannot write the request body to its temp file).
+    let no_space = ["No space left on device", "errno: 28", "Errno 28"];
+    match exception_code(text) {
+        Some(code) if DATA_ERROR_CODES.contains(&code) => FailureKind::Data,
+        Some(code) if STORAGE_ERROR_CODES.contains(&code) => FailureKind::Storage,
+        _ if no_space.iter().any(|s| text.contains(s)) => FailureKind::Storage,
+        _ => FailureKind::Unavailable,
+    }
 }
 
 /// `Code: 27. DB::Exception: ...` → 27.
@@ -435,6 +490,26 @@ mod tests {
         assert_eq!(creates, 7);
         assert!(st.iter().all(|s| s.sql.contains("IF NOT EXISTS")));
         assert!(st.iter().any(|s| s.sql.starts_with("ALTER TABLE")));
+    }
+
+    #[test]
+    fn storage_errors_are_not_data_errors() {
+        for text in [
+            "Code: 243. DB::Exception: Cannot reserve 9.69 MiB, not enough space. (NOT_ENOUGH_SPACE)",
+            "Code: 252. DB::Exception: Too many parts (300). (TOO_MANY_PARTS)",
+            "Code: 241. DB::Exception: Memory limit (total) exceeded. (MEMORY_LIMIT_EXCEEDED)",
+            "Code: 1001. DB::Exception: [Errno 28] No space left on device",
+        ] {
+            assert_eq!(classify_response(text), FailureKind::Storage, "{text}");
+        }
+        assert_eq!(
+            classify_response("Code: 159. DB::Exception: Timeout exceeded (TIMEOUT_EXCEEDED)"),
+            FailureKind::Unavailable
+        );
+        assert_eq!(
+            classify_response("Code: 27. DB::Exception: Cannot parse input: expected '\"'"),
+            FailureKind::Data
+        );
     }
 
     #[test]

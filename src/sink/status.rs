@@ -35,6 +35,15 @@ pub struct IngestStatus {
     pub caught_up: AtomicBool,
     /// Set while inserts fail (ClickHouse down); cleared on success.
     pub clickhouse_down: AtomicBool,
+    /// Why the sink is holding rows back (storage full, spool unwritable ...);
+    /// `None` when it is storing normally.
+    pub degraded_reason: Mutex<Option<String>>,
+    /// Lines read by the tailer but not yet handed to the writer.
+    pub lines_in_flight: AtomicU64,
+    /// Bytes held by the bounded queues (accounted by their byte budgets).
+    pub queued_bytes: AtomicU64,
+    /// Encoded bytes of the batch the writer is building or storing.
+    pub batch_bytes: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub rules_generation: AtomicU64,
 }
@@ -60,6 +69,10 @@ pub struct StatusSnapshot {
     pub last_insert_age_ms: Option<u64>,
     pub caught_up: bool,
     pub clickhouse_down: bool,
+    pub degraded_reason: Option<String>,
+    pub lines_in_flight: u64,
+    pub queued_bytes: u64,
+    pub batch_bytes: u64,
     pub last_error: Option<String>,
     pub rules_generation: u64,
 }
@@ -78,13 +91,24 @@ impl IngestStatus {
         }
     }
 
+    pub fn set_degraded(&self, reason: Option<String>) {
+        if let Ok(mut g) = self.degraded_reason.lock() {
+            *g = reason;
+        }
+    }
+
     pub fn snapshot(&self) -> StatusSnapshot {
         let now = now_ms();
         let age = |v: u64| (v != 0).then(|| now.saturating_sub(v));
         let oldest = self.oldest_pending_ms.load(Relaxed);
         let down = self.clickhouse_down.load(Relaxed);
+        let reason = self.degraded_reason.lock().ok().and_then(|g| g.clone());
         StatusSnapshot {
-            status: if down { "degraded" } else { "ok" },
+            status: if down || reason.is_some() {
+                "degraded"
+            } else {
+                "ok"
+            },
             uptime_s: now.saturating_sub(self.started_at_ms.load(Relaxed)) / 1000,
             lines_read: self.lines_read.load(Relaxed),
             bytes_read: self.bytes_read.load(Relaxed),
@@ -106,6 +130,10 @@ impl IngestStatus {
             last_insert_age_ms: age(self.last_insert_ms.load(Relaxed)),
             caught_up: self.caught_up.load(Relaxed),
             clickhouse_down: down,
+            degraded_reason: reason,
+            lines_in_flight: self.lines_in_flight.load(Relaxed),
+            queued_bytes: self.queued_bytes.load(Relaxed),
+            batch_bytes: self.batch_bytes.load(Relaxed),
             last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
             rules_generation: self.rules_generation.load(Relaxed),
         }

@@ -112,3 +112,62 @@ pub async fn fresh_client(prefix: &str) -> ChClient {
         .expect("schema applies on the test server");
     client
 }
+
+/// A small tmpfs for disk-full tests (needs root). Unmounted on drop.
+pub struct SmallTmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl SmallTmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `64k`, `40m`); `None` (and a loud
+    /// message) when mounting is impossible here, e.g. not root.
+    pub fn mount(size: &str) -> Option<SmallTmpfs> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ci-tmpfs-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(SmallTmpfs { dir }),
+            Ok(o) => {
+                let _ = std::fs::remove_dir(&dir);
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs for the disk-full test (needs root): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                eprintln!("SKIPPED: cannot run mount for the disk-full test: {e}");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Grows (or shrinks) the mounted filesystem.
+    pub fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot resize the tmpfs at {}", self.dir.display());
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
