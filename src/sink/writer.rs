@@ -34,6 +34,9 @@ use tokio::time::Instant;
 
 pub const DEAD_LETTER_TABLE: &str = "claude_dead_letters";
 
+/// How long a caught-up writer waits for more input before storing.
+const IDLE_LINGER: Duration = Duration::from_millis(5);
+
 /// What flows from the router to the writer.
 pub enum SinkItem {
     /// The rows of one source line and the checkpoint that line completes.
@@ -418,11 +421,14 @@ impl Writer {
         Ok(b.rows >= self.row_limit() || b.bytes >= self.cfg.max_bytes)
     }
 
-    /// Big batches while behind (backfill, or more lines waiting upstream than
-    /// one following batch), small ones while following.
+    /// Big batches while behind (backfill, or the queues upstream half full:
+    /// more lines waiting than one following batch or the queue can hold),
+    /// small ones while following.
     fn row_limit(&self) -> usize {
         let waiting = self.status.lines_in_flight.load(Relaxed) as usize;
-        if self.caught_up && waiting <= self.cfg.max_rows {
+        let capacity = self.status.queue_capacity.load(Relaxed) as usize;
+        let behind = waiting > self.cfg.max_rows || (capacity > 0 && waiting * 2 >= capacity);
+        if self.caught_up && !behind {
             self.cfg.max_rows
         } else {
             self.cfg.backfill_max_rows.max(self.cfg.max_rows)
@@ -766,7 +772,17 @@ pub async fn run_writer(
                 writer.flush(&mut b).await?;
                 return Ok(writer.stats);
             }
-            Next::Item(item) => writer.accept(&mut b, item).await? || writer.input_idle(&rx),
+            Next::Item(item) => {
+                let full = writer.accept(&mut b, item).await?;
+                if !full && writer.input_idle(&rx) {
+                    // Linger a moment: the other lines of the same append are
+                    // usually still on their way, and one insert is cheaper
+                    // (and sooner visible) than two.
+                    let soon = Instant::now() + IDLE_LINGER;
+                    b.deadline = Some(b.deadline.map_or(soon, |d| d.min(soon)));
+                }
+                full
+            }
         };
         if flush {
             writer.flush(&mut b).await?;
@@ -949,15 +965,12 @@ mod tests {
         let ch = testing::fresh_client("bisect").await;
         let mut w = writer(dir.path(), ch.clone()).await;
         let n = 1000;
-        let rows = |w: &mut Writer| {
-            let rows = (0..n)
-                .map(|i| usage_row(i, if i == 617 { -1 } else { 10 }, Some("/f")))
-                .collect();
-            let mut b = Building::default();
-            (rows, std::mem::take(&mut b), w.next_batch_id())
-        };
-        let (rows, mut b, id) = rows(&mut w);
+        let rows = (0..n)
+            .map(|i| usage_row(i, if i == 617 { -1 } else { 10 }, Some("/f")))
+            .collect();
+        let mut b = Building::default();
         w.add_rows(&mut b, rows).await.unwrap();
+        let id = w.next_batch_id();
         let batch = b.into_batch(id).unwrap();
         Spool::open(&dir.path().join("spool"))
             .unwrap()
