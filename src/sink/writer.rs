@@ -664,6 +664,8 @@ impl Inserter {
                 .await
             {
                 Ok(()) => stored += (hi - lo) as u64,
+                // Shutting down mid-outage: stop; the batch stays spooled.
+                Err(e) if classify_error(&e) != FailureKind::Data => return Err(e),
                 Err(e) if hi - lo == 1 => rejected.push(Rejected {
                     table: table.to_string(),
                     index: lo,
