@@ -10,7 +10,7 @@ use claude_ingest::plugins::{PluginLimits, PluginsHandle};
 use claude_ingest::rules::{EntryInput, RuleSet};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn entries(n: usize) -> Vec<String> {
     (0..n)
