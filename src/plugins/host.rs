@@ -789,26 +789,7 @@ impl PluginHost {
             plugin: name.to_string(),
             reason,
         };
-        store
-            .set_fuel(budget.fuel)
-            .map_err(|e| trap(format!("cannot set fuel: {e}")))?;
-        if budget.cpu.is_some() {
-            // Check the clocks on every tick; the callback runs on this thread.
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(|mut ctx| {
-                Ok(if ctx.data_mut().clock.expired() {
-                    UpdateDeadline::Interrupt
-                } else {
-                    UpdateDeadline::Continue(1)
-                })
-            });
-        } else {
-            // "Unlimited" is a deadline that cannot be reached; not u64::MAX,
-            // which wasmtime adds to the current epoch.
-            store.set_epoch_deadline(u64::MAX / 4);
-            store.epoch_deadline_trap();
-        }
-
+        arm_budget(store, budget).map_err(|e| trap(format!("cannot set the budget: {e}")))?;
         let classify = |store: &Store<CallState>, err: wasmtime::Error| {
             self.classify(name, err, budget, store.data().clock.fired)
         };
@@ -846,26 +827,9 @@ impl PluginHost {
         let packed = process
             .call(&mut *store, (ptr, len))
             .map_err(|e| classify(store, e))?;
-        let out_ptr = (packed as u64 >> 32) as usize;
-        let out_len = (packed as u64 & 0xffff_ffff) as usize;
-        let bad = |reason: String| PluginError::BadOutput {
-            plugin: name.to_string(),
-            reason,
-        };
         let max_output =
             MAX_OUTPUT_BYTES.saturating_add(input.len().saturating_mul(OUTPUT_PER_INPUT_BYTE));
-        if out_len > max_output {
-            return Err(bad(format!(
-                "output of {out_len} bytes exceeds the {max_output}-byte limit"
-            )));
-        }
-        let data = memory.data(&*store);
-        let out = data.get(out_ptr..out_ptr + out_len).ok_or_else(|| {
-            bad(format!(
-                "output range {out_ptr}+{out_len} is outside guest memory ({} bytes)",
-                data.len()
-            ))
-        })?;
+        let out = read_output(name, memory.data(&*store), packed, max_output)?;
         parse_output(name, out)
     }
 
@@ -896,6 +860,54 @@ impl PluginHost {
             },
         }
     }
+}
+
+/// Give a fresh store its fuel and its time limits.
+fn arm_budget(store: &mut Store<CallState>, budget: Budget) -> wasmtime::Result<()> {
+    store.set_fuel(budget.fuel)?;
+    if budget.cpu.is_some() {
+        // Check the clocks on every tick; the callback runs on the calling thread.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().clock.expired() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+    } else {
+        // "Unlimited" is a deadline that cannot be reached; not u64::MAX,
+        // which wasmtime adds to the current epoch.
+        store.set_epoch_deadline(u64::MAX / 4);
+        store.epoch_deadline_trap();
+    }
+    Ok(())
+}
+
+/// The output bytes `process` pointed at: `(out_ptr << 32) | out_len`.
+fn read_output<'a>(
+    plugin: &str,
+    data: &'a [u8],
+    packed: i64,
+    max_output: usize,
+) -> Result<&'a [u8], PluginError> {
+    let out_ptr = (packed as u64 >> 32) as usize;
+    let out_len = (packed as u64 & 0xffff_ffff) as usize;
+    let bad = |reason: String| PluginError::BadOutput {
+        plugin: plugin.to_string(),
+        reason,
+    };
+    if out_len > max_output {
+        return Err(bad(format!(
+            "output of {out_len} bytes exceeds the {max_output}-byte limit"
+        )));
+    }
+    data.get(out_ptr..out_ptr + out_len).ok_or_else(|| {
+        bad(format!(
+            "output range {out_ptr}+{out_len} is outside guest memory ({} bytes)",
+            data.len()
+        ))
+    })
 }
 
 /// `{"error": "..."}` — the only other shape a plugin may return.
