@@ -230,6 +230,9 @@ pub(crate) struct CallState {
 /// machine does not make ordinary entries fail), plus a generous wall-clock
 /// backstop. Checked on every epoch tick by the epoch-deadline callback.
 struct CallClock {
+    /// Thread CPU time at the first tick of this call. Read then, not at the
+    /// start, so the many calls shorter than a tick cost no clock syscall; it
+    /// under-counts by at most the CPU used before that first tick.
     cpu_start: Option<Duration>,
     cpu_budget: Option<Duration>,
     wall_start: Instant,
@@ -241,7 +244,7 @@ struct CallClock {
 impl CallClock {
     fn new(cpu_budget: Option<Duration>) -> CallClock {
         CallClock {
-            cpu_start: thread_cpu_time(),
+            cpu_start: None,
             cpu_budget,
             wall_start: Instant::now(),
             wall_budget: cpu_budget.map(|cpu| (cpu * WALL_FACTOR).max(WALL_MIN)),
@@ -255,6 +258,9 @@ impl CallClock {
 
     /// Whether a limit is exceeded now (and remember which).
     fn expired(&mut self) -> bool {
+        if self.cpu_start.is_none() {
+            self.cpu_start = thread_cpu_time();
+        }
         if let (Some(used), Some(budget)) = (self.cpu_used(), self.cpu_budget) {
             if used > budget {
                 self.fired = Some(("cpu", budget));
@@ -327,6 +333,7 @@ impl ResourceLimiter for CallState {
 pub struct Usage {
     pub fuel: u64,
     pub memory_peak: u64,
+    /// CPU time since the call's first epoch tick (zero for calls shorter than a tick).
     pub cpu: Duration,
 }
 
@@ -737,7 +744,11 @@ impl PluginHost {
         budget: Budget,
     ) -> Option<(Result<PluginOutput, PluginError>, Usage)> {
         let plugin = self.plugins.get(name)?;
-        let (result, usage) = self.attempt(plugin, input, budget);
+        let cpu_start = thread_cpu_time();
+        let (result, mut usage) = self.attempt(plugin, input, budget);
+        if let (Some(start), Some(end)) = (cpu_start, thread_cpu_time()) {
+            usage.cpu = end.saturating_sub(start);
+        }
         Some((result.map_err(|f| f.error), usage))
     }
 
