@@ -10,7 +10,7 @@ use claude_ingest::plugins::{PluginLimits, PluginsHandle};
 use claude_ingest::rules::{EntryInput, RuleSet};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn entries(n: usize) -> Vec<String> {
     (0..n)
@@ -75,11 +75,8 @@ fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lines = entries(n);
     let dist = repo.join("plugins/dist");
-    let limits = PluginLimits {
-        fuel: 10_000_000,
-        timeout: Duration::from_millis(100),
-        memory_bytes: 16 << 20,
-    };
+    // The defaults of the `plugins:` config section (budgets scaled by input size).
+    let limits = PluginLimits::default();
     let (plugins, rejected) = PluginsHandle::load(&dist, limits).expect("plugins dir");
     assert!(rejected.is_empty(), "plugins rejected: {rejected:?}");
     assert!(

@@ -101,20 +101,46 @@ impl Default for BatchSection {
     }
 }
 
+/// Per-call plugin budgets. Each is `base + per-input-byte allowance`, capped
+/// by a ceiling, because a plugin's work grows with the entry it is given
+/// (parsing and scanning are linear) and Claude Code writes entries from a few
+/// hundred bytes to megabytes. `plugins/README.md` explains how they combine.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginSection {
+    /// Base instruction budget (wasmtime fuel) per call; 0 = unlimited.
     pub fuel: u64,
+    /// Extra fuel per input byte.
+    pub fuel_per_byte: u64,
+    /// Ceiling on the scaled fuel (0 = the base, i.e. no scaling).
+    pub fuel_max: u64,
+    /// Base CPU time per call (the calling thread's CPU time, so a busy
+    /// machine does not shorten it); 0 = unlimited.
     pub timeout_ms: u64,
+    /// Extra CPU time per MiB of input.
+    pub timeout_ms_per_mib: u64,
+    /// Ceiling on the scaled CPU time (0 = the base).
+    pub timeout_max_ms: u64,
+    /// Base guest memory per call.
     pub memory_mb: u64,
+    /// Extra guest memory per input byte.
+    pub memory_per_byte: u64,
+    /// Ceiling on the scaled memory (0 = the base); at most 4095.
+    pub memory_max_mb: u64,
 }
 
 impl Default for PluginSection {
     fn default() -> Self {
         PluginSection {
             fuel: 10_000_000,
+            fuel_per_byte: 400,
+            fuel_max: 8_000_000_000,
             timeout_ms: 100,
+            timeout_ms_per_mib: 1_000,
+            timeout_max_ms: 20_000,
             memory_mb: 16,
+            memory_per_byte: 16,
+            memory_max_mb: 512,
         }
     }
 }
@@ -212,6 +238,9 @@ impl Config {
         if self.source.max_line_bytes < 1024 {
             bail!("source.max_line_bytes must be at least 1024");
         }
+        if self.plugins.memory_mb.max(self.plugins.memory_max_mb) >= 4096 {
+            bail!("plugins.memory_mb and plugins.memory_max_mb must be below 4096 (wasm32 memory)");
+        }
         if !matches!(self.clickhouse.compression.as_str(), "none" | "lz4") {
             bail!(
                 "clickhouse.compression must be `none` or `lz4`, not `{}`",
@@ -304,5 +333,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("real server"));
+        let mut c = Config::default();
+        c.plugins.memory_max_mb = 4096;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("plugins.memory_max_mb"));
     }
 }

@@ -54,11 +54,7 @@ pub fn schema_text(cfg: &Config) -> Result<String> {
 }
 
 pub fn plugin_limits(cfg: &Config) -> PluginLimits {
-    PluginLimits {
-        fuel: cfg.plugins.fuel,
-        timeout: Duration::from_millis(cfg.plugins.timeout_ms),
-        memory_bytes: (cfg.plugins.memory_mb as usize) << 20,
-    }
+    PluginLimits::from_section(&cfg.plugins)
 }
 
 /// `check-rules`: print every problem as `file:line: reason`; true when valid.

@@ -259,3 +259,210 @@ async fn user_plugin_dropped_into_a_running_engine() {
     task.await.unwrap().unwrap();
     ch.drop_database().await.unwrap();
 }
+
+/// An assistant reply with a 256 KB markdown text block and a Bash call, and a
+/// 1.5 MB user tool result (Claude Code stores the output twice: `content` and
+/// `toolUseResult.stdout`), as one JSONL line each.
+fn big_lines(tag: &str) -> (String, String) {
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 256 * 1024 {
+        text.push_str(&format!(
+            "Step {i}: `parse_line` rejects \"bad\" input.\n```rust\nfn f{i}() -> u32 {{ {i} }}\n```\n"
+        ));
+        i += 1;
+    }
+    let assistant = serde_json::json!({"type": "assistant", "sessionId": "s", "uuid": format!("{tag}-a-big"), "timestamp": "2026-10-01T10:00:00.000Z",
+        "message": {"role": "assistant", "model": "claude-sonnet-4-5-20250929", "content": [
+            {"type": "text", "text": text},
+            {"type": "tool_use", "id": format!("toolu_{tag}_big"), "name": "Bash", "input": {"command": "cargo test 2>&1 | tail -5"}}]}});
+    let mut out = String::new();
+    while out.len() < 750 * 1024 {
+        out.push_str(&format!(
+            "src/lib.rs:{i}: let v = map.get(\"key_{i}\")?; // ask ops@example.com\n"
+        ));
+        i += 1;
+    }
+    let user = serde_json::json!({"type": "user", "sessionId": "s", "uuid": format!("{tag}-u-big"), "timestamp": "2026-10-01T10:00:01.000Z",
+        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("toolu_{tag}_big"), "content": out}]},
+        "toolUseResult": {"stdout": out, "stderr": "", "interrupted": false, "isImage": false}});
+    (assistant.to_string(), user.to_string())
+}
+
+/// Keeps both cores busy until dropped (a loaded machine).
+struct CpuHogs(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+
+impl CpuHogs {
+    fn start(n: usize) -> CpuHogs {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        CpuHogs(stop, threads)
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        for t in self.1.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Issue 10: a 256 KB assistant text block and a 1.5 MB user entry go through
+/// the default rule pack WITH the example plugins (default `plugins:` limits)
+/// and land in ClickHouse, and ordinary lines are not dead-lettered while both
+/// cores are busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_entries_pass_the_example_plugins_on_a_busy_machine() {
+    let dist = repo().join("plugins/dist");
+    for p in [
+        "email_mask.wat",
+        "dangerous_bash.wasm",
+        "bash_commands.wasm",
+    ] {
+        assert!(
+            dist.join(p).exists(),
+            "{p} is not built: run plugins/build.sh"
+        );
+    }
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (mut cfg, ch) = config("plugins_large", root.path(), state.path());
+    cfg.plugins_dir = dist;
+    let (assistant, user) = big_lines("L");
+    assert!(assistant.len() > 256 * 1024 && user.len() > 1_500_000);
+    let mut lines = Vec::new();
+    for n in 0..100 {
+        lines.extend(entry_lines("s", n));
+    }
+    lines.push(assistant);
+    lines.push(user);
+    for n in 100..150 {
+        lines.extend(entry_lines("s", n));
+    }
+    append(&root.path().join("p/s.jsonl"), &lines);
+
+    let hogs = CpuHogs::start(2);
+    let summary = run(&cfg, RunOptions::once()).await.expect("backfill");
+    drop(hogs);
+    assert_eq!(summary.dead_letters, 0, "{summary}");
+    assert_eq!(
+        count(&ch, "SELECT count() FROM claude_dead_letters").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &ch,
+            "SELECT count() FROM claude_messages FINAL WHERE uuid IN ('L-a-big', 'L-u-big')"
+        )
+        .await,
+        2
+    );
+    // The plugins really ran on them: redactor, classifier and mapper.
+    assert_eq!(
+        count(&ch, "SELECT countIf(has(labels, 'secret:email_mask')) FROM claude_messages FINAL WHERE uuid = 'L-u-big'").await,
+        1
+    );
+    assert_eq!(
+        count(&ch, "SELECT countIf(has(labels, 'code_block:rust')) FROM claude_messages FINAL WHERE uuid = 'L-a-big'").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &ch,
+            "SELECT count() FROM plugin_bash_commands FINAL WHERE tool_use_id = 'toolu_L_big'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &ch,
+            "SELECT count() FROM claude_messages FINAL WHERE uuid LIKE 's-u-%'"
+        )
+        .await,
+        150
+    );
+    ch.drop_database().await.unwrap();
+}
+
+/// Issue 10: a dead letter of a line larger than the 1 MiB its `raw_line`
+/// keeps still points at the whole line: `source_file` + `source_offset` +
+/// `line_length` re-read it byte for byte, which is what a replay uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_of_a_large_line_points_at_the_whole_line() {
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let plugins = state.path().join("plugins");
+    let rules = state.path().join("rules");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&rules).unwrap();
+    for f in [
+        "00-reference.yaml",
+        "10-redact.yaml",
+        "20-classify.yaml",
+        "30-tables.yaml",
+    ] {
+        std::fs::copy(repo().join("rules").join(f), rules.join(f)).unwrap();
+    }
+    std::fs::write(plugins.join("trapper.wat"), TRAPPER).unwrap();
+    std::fs::write(
+        rules.join("80-trap.yaml"),
+        "plugins:\n  - plugin: trapper\n    when: \"uuid == 'R-u-big'\"\n",
+    )
+    .unwrap();
+    let (mut cfg, ch) = config("plugins_replay", root.path(), state.path());
+    cfg.plugins_dir = plugins;
+    cfg.rules_dir = rules;
+    let (_, user) = big_lines("R");
+    let file = root.path().join("p/s.jsonl");
+    append(
+        &file,
+        &[
+            entry_lines("s", 0)[0].clone(),
+            user.clone(),
+            entry_lines("s", 1)[0].clone(),
+        ],
+    );
+
+    let summary = run(&cfg, RunOptions::once()).await.expect("backfill");
+    assert_eq!(summary.dead_letters, 1, "{summary}");
+    let rows = ch
+        .query_json(
+            "SELECT source_file, toString(source_offset) AS o, toString(line_length) AS l, raw_truncated FROM claude_dead_letters",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    let path = row["source_file"].as_str().unwrap();
+    let offset: u64 = row["o"].as_str().unwrap().parse().unwrap();
+    let length: usize = row["l"].as_str().unwrap().parse().unwrap();
+    assert_eq!(std::path::Path::new(path), file.as_path());
+    assert_eq!(length, user.len());
+    // raw_line alone cannot replay it (cut at 1 MiB) ...
+    assert_eq!(row["raw_truncated"], serde_json::json!(true), "{row:?}");
+    // ... but the pointer can.
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0u8; length];
+    f.read_exact(&mut buf).unwrap();
+    assert!(
+        buf == user.as_bytes(),
+        "the bytes at the dead letter's offset are not the line"
+    );
+    ch.drop_database().await.unwrap();
+}

@@ -20,17 +20,22 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::{
     Caller, Config, Engine, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker,
-    Module, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, ValType,
+    Module, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline, ValType,
 };
 
-/// How often the background thread advances the engine epoch; the wall-clock
-/// limit of a call is enforced with this granularity.
+/// How often the background thread advances the engine epoch; a call's time
+/// limits are checked with this granularity.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
-/// Largest output (JSON bytes) a plugin may return.
+/// Largest output (JSON bytes) a plugin may return for a tiny input; the cap
+/// grows by [`OUTPUT_PER_INPUT_BYTE`] per input byte, since a redactor or
+/// mapper may echo large parts of a large entry (escaped).
 pub const MAX_OUTPUT_BYTES: usize = 4 << 20;
+pub const OUTPUT_PER_INPUT_BYTE: usize = 4;
+/// Table elements a plugin may have (function pointers).
+const TABLE_ELEMENTS: usize = 10_000;
 /// Longest `env.log` message kept; the rest is cut off.
 const MAX_LOG_BYTES: usize = 512;
 /// `env.log` lines accepted per call; later ones are counted and dropped so a
@@ -41,31 +46,144 @@ const POOL_INSTANCES: u32 = 128;
 const WASM_PAGE: u64 = 64 * 1024;
 
 /// Per-call resource limits, normally taken from the `plugins:` config section.
+///
+/// Every budget is `base + allowance for the input's size`, capped by a
+/// ceiling (0 = the base, i.e. no scaling): parsing and scanning an entry cost
+/// work and memory proportional to its size, and Claude Code writes entries
+/// from a few hundred bytes to megabytes. A call that hits a limit is retried
+/// once with [`RETRY_FACTOR`] times its budget (still capped by the ceilings),
+/// so an entry the per-byte model underestimates is not lost, while a hostile
+/// plugin costs at most `1 + RETRY_FACTOR` budgets of its input's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginLimits {
-    /// Instruction budget (wasmtime fuel) per call; 0 = unlimited.
+    /// Base instruction budget (wasmtime fuel) per call; 0 = unlimited.
     pub fuel: u64,
-    /// Wall-clock limit per call; zero = unlimited.
+    /// Extra fuel per input byte.
+    pub fuel_per_byte: u64,
+    /// Ceiling on the scaled fuel (0 = `fuel`).
+    pub fuel_max: u64,
+    /// Base CPU time (of the calling thread) per call; zero = unlimited.
     pub timeout: Duration,
-    /// Cap on the guest's linear memory, in bytes.
+    /// Extra CPU time per MiB of input.
+    pub timeout_per_mib: Duration,
+    /// Ceiling on the scaled CPU time (zero = `timeout`).
+    pub timeout_max: Duration,
+    /// Base cap on the guest's linear memory, in bytes.
     pub memory_bytes: usize,
+    /// Extra guest memory per input byte.
+    pub memory_per_byte: usize,
+    /// Ceiling on the scaled memory cap (0 = `memory_bytes`).
+    pub memory_max_bytes: usize,
 }
+
+/// What one attempt of a call may use, computed from [`PluginLimits`] and the
+/// input's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Fuel; `u64::MAX` = unlimited.
+    pub fuel: u64,
+    /// CPU time of the calling thread; `None` = unlimited.
+    pub cpu: Option<Duration>,
+    /// Guest memory cap in bytes (whole wasm pages).
+    pub memory: u64,
+}
+
+/// A retry gets this many times the first attempt's budget (capped by the
+/// ceilings): enough slack for a plugin whose cost is not quite linear,
+/// small enough that an infinite loop on every entry stays cheap.
+pub const RETRY_FACTOR: u64 = 4;
+/// The wall-clock backstop is this many times the CPU budget (at least
+/// [`WALL_MIN`]). CPU time is the real limit; wall time only grows with
+/// contention, which is not the plugin's fault, so the backstop is generous
+/// and only matters if the thread CPU clock is unavailable.
+const WALL_FACTOR: u32 = 50;
+const WALL_MIN: Duration = Duration::from_secs(5);
+const MIB: u128 = 1 << 20;
 
 impl PluginLimits {
     pub fn from_section(section: &PluginSection) -> PluginLimits {
+        let mib = |mb: u64| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         PluginLimits {
             fuel: section.fuel,
+            fuel_per_byte: section.fuel_per_byte,
+            fuel_max: section.fuel_max,
             timeout: Duration::from_millis(section.timeout_ms),
-            memory_bytes: usize::try_from(section.memory_mb.saturating_mul(1 << 20))
-                .unwrap_or(usize::MAX),
+            timeout_per_mib: Duration::from_millis(section.timeout_ms_per_mib),
+            timeout_max: Duration::from_millis(section.timeout_max_ms),
+            memory_bytes: mib(section.memory_mb),
+            memory_per_byte: usize::try_from(section.memory_per_byte).unwrap_or(usize::MAX),
+            memory_max_bytes: mib(section.memory_max_mb),
         }
     }
 
-    /// The memory cap rounded up to whole wasm pages (what the guest can use).
-    fn memory_cap(&self) -> u64 {
-        let bytes = (self.memory_bytes as u64).max(WASM_PAGE);
-        bytes.div_ceil(WASM_PAGE) * WASM_PAGE
+    /// The same budget for every input: no scaling, hence no retry.
+    pub fn fixed(fuel: u64, timeout: Duration, memory_bytes: usize) -> PluginLimits {
+        PluginLimits {
+            fuel,
+            fuel_per_byte: 0,
+            fuel_max: 0,
+            timeout,
+            timeout_per_mib: Duration::ZERO,
+            timeout_max: Duration::ZERO,
+            memory_bytes,
+            memory_per_byte: 0,
+            memory_max_bytes: 0,
+        }
     }
+
+    /// The budget of a first attempt on an input of `input_len` bytes.
+    pub fn budget(&self, input_len: usize) -> Budget {
+        self.scaled(input_len, 1)
+    }
+
+    /// The budget of the one retry after the first attempt hit a limit.
+    pub fn retry_budget(&self, input_len: usize) -> Budget {
+        self.scaled(input_len, RETRY_FACTOR)
+    }
+
+    fn scaled(&self, input_len: usize, factor: u64) -> Budget {
+        let n = input_len as u64;
+        let grow = |base: u64, extra: u64, max: u64| {
+            base.saturating_add(extra)
+                .saturating_mul(factor)
+                .min(max.max(base))
+        };
+        let fuel = match self.fuel {
+            0 => u64::MAX,
+            base => grow(base, self.fuel_per_byte.saturating_mul(n), self.fuel_max),
+        };
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let cpu = (!self.timeout.is_zero()).then(|| {
+            let extra = self.timeout_per_mib.as_nanos() * u128::from(n) / MIB;
+            let extra = u64::try_from(extra).unwrap_or(u64::MAX);
+            let base = nanos(self.timeout);
+            Duration::from_nanos(grow(base, extra, nanos(self.timeout_max)))
+        });
+        let memory = grow(
+            self.memory_bytes as u64,
+            (self.memory_per_byte as u64).saturating_mul(n),
+            self.memory_max_bytes as u64,
+        );
+        Budget {
+            fuel,
+            cpu,
+            memory: whole_pages(memory),
+        }
+    }
+
+    /// The base memory cap in whole wasm pages: a module's initial memory must fit in it.
+    fn memory_cap(&self) -> u64 {
+        whole_pages(self.memory_bytes as u64)
+    }
+
+    /// The largest memory any call can get (the pooling allocator's slot size).
+    fn memory_ceiling(&self) -> u64 {
+        whole_pages(self.memory_max_bytes.max(self.memory_bytes) as u64)
+    }
+}
+
+fn whole_pages(bytes: u64) -> u64 {
+    bytes.max(WASM_PAGE).div_ceil(WASM_PAGE) * WASM_PAGE
 }
 
 impl Default for PluginLimits {
@@ -97,9 +215,132 @@ impl std::error::Error for PluginLoadError {}
 
 /// What a running plugin instance can see of the host.
 pub(crate) struct CallState {
-    limits: StoreLimits,
     plugin: Arc<str>,
     logs: u32,
+    /// This call's memory cap in bytes.
+    memory_cap: u64,
+    /// Largest memory the guest asked for (granted or not).
+    memory_peak: u64,
+    /// The guest asked for more memory than `memory_cap` (and got `-1`).
+    memory_denied: bool,
+    clock: CallClock,
+}
+
+/// The time limits of one call: CPU time of the calling thread (so a loaded
+/// machine does not make ordinary entries fail), plus a generous wall-clock
+/// backstop. Checked on every epoch tick by the epoch-deadline callback.
+struct CallClock {
+    /// Thread CPU time at the first tick of this call. Read then, not at the
+    /// start, so the many calls shorter than a tick cost no clock syscall; it
+    /// under-counts by at most the CPU used before that first tick.
+    cpu_start: Option<Duration>,
+    cpu_budget: Option<Duration>,
+    wall_start: Instant,
+    wall_budget: Option<Duration>,
+    /// Which limit interrupted the call, if one did.
+    fired: Option<(&'static str, Duration)>,
+}
+
+impl CallClock {
+    fn new(cpu_budget: Option<Duration>) -> CallClock {
+        CallClock {
+            cpu_start: None,
+            cpu_budget,
+            wall_start: Instant::now(),
+            wall_budget: cpu_budget.map(|cpu| (cpu * WALL_FACTOR).max(WALL_MIN)),
+            fired: None,
+        }
+    }
+
+    fn cpu_used(&self) -> Option<Duration> {
+        Some(thread_cpu_time()?.saturating_sub(self.cpu_start?))
+    }
+
+    /// Whether a limit is exceeded now (and remember which).
+    fn expired(&mut self) -> bool {
+        if self.cpu_start.is_none() {
+            self.cpu_start = thread_cpu_time();
+        }
+        if let (Some(used), Some(budget)) = (self.cpu_used(), self.cpu_budget) {
+            if used > budget {
+                self.fired = Some(("cpu", budget));
+                return true;
+            }
+        }
+        if let Some(wall) = self.wall_budget {
+            if self.wall_start.elapsed() > wall {
+                self.fired = Some(("wall", wall));
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// CPU time consumed by the calling thread, or None where the clock is unavailable.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec).ok()?;
+    (rc == 0).then(|| Duration::new(secs, nanos))
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        self.memory_peak = self.memory_peak.max(desired);
+        if desired > self.memory_cap {
+            // memory.grow returns -1, as the spec allows; the flag tells the
+            // host that a failure of this call may be the memory limit's doing.
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(maximum.is_none_or(|max| desired <= max as u64))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+    fn tables(&self) -> usize {
+        1
+    }
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// What one attempt used (for logs, and tests that size the defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub fuel: u64,
+    pub memory_peak: u64,
+    /// CPU time since the call's first epoch tick (zero for calls shorter than a tick).
+    pub cpu: Duration,
+}
+
+/// A failed attempt, and whether a budget (rather than the plugin) caused it.
+struct Failure {
+    error: PluginError,
+    limit_hit: bool,
 }
 
 /// Engine + linker shared by every host built for one plugin directory, so
@@ -108,8 +349,6 @@ pub(crate) struct EngineCtx {
     engine: Engine,
     linker: Linker<CallState>,
     limits: PluginLimits,
-    /// Epoch ticks a call may run before it is interrupted (None = no limit).
-    deadline_ticks: Option<u64>,
 }
 
 impl EngineCtx {
@@ -131,16 +370,10 @@ impl EngineCtx {
         linker
             .func_wrap("env", "log", host_log)
             .map_err(|e| anyhow!("cannot define env.log: {e:#}"))?;
-        let deadline_ticks = (!limits.timeout.is_zero()).then(|| {
-            // One extra tick: the first increment may land right after the
-            // call starts, so this never interrupts before `timeout`.
-            limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
-        });
         let ctx = Arc::new(EngineCtx {
             engine,
             linker,
             limits,
-            deadline_ticks,
         });
         spawn_epoch_ticker(Arc::downgrade(&ctx))?;
         Ok(ctx)
@@ -170,8 +403,9 @@ fn build_engine(limits: PluginLimits, pooling: bool) -> Result<Engine> {
             .total_tables(POOL_INSTANCES)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
-            .table_elements(10_000)
-            .max_memory_size(usize::try_from(limits.memory_cap()).unwrap_or(usize::MAX))
+            .table_elements(TABLE_ELEMENTS)
+            // Slots are sized for the ceiling: a large entry's call may use it.
+            .max_memory_size(usize::try_from(limits.memory_ceiling()).unwrap_or(usize::MAX))
             // Keep a small warm prefix resident so reusing a slot avoids page faults.
             .linear_memory_keep_resident(256 * 1024);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -471,103 +705,165 @@ impl PluginHost {
         self.ctx.limits
     }
 
+    /// One call: a first attempt with the budget for the input's size and,
+    /// if that hit a limit, one retry with the larger retry budget.
     fn run(&self, plugin: &LoadedPlugin, input: &[u8]) -> Result<PluginOutput, PluginError> {
-        let ctx = &*self.ctx;
+        let limits = &self.ctx.limits;
+        let first = limits.budget(input.len());
+        let (result, usage) = self.attempt(plugin, input, first);
+        let failure = match result {
+            Ok(output) => return Ok(output),
+            Err(failure) => failure,
+        };
+        let retry = limits.retry_budget(input.len());
+        if !failure.limit_hit || retry == first {
+            return Err(failure.error);
+        }
+        tracing::warn!(
+            plugin = %plugin.name,
+            input_bytes = input.len(),
+            error = %failure.error,
+            ?usage,
+            budget = ?first,
+            retry = ?retry,
+            "plugin hit a limit; retrying once with a larger budget"
+        );
+        let (result, usage) = self.attempt(plugin, input, retry);
+        if let Err(failure) = &result {
+            tracing::debug!(plugin = %plugin.name, ?usage, budget = ?retry, error = %failure.error, "plugin retry failed too");
+        }
+        result.map_err(|failure| failure.error)
+    }
+
+    /// One attempt in a fresh store and instance under `budget`.
+    #[cfg(test)]
+    pub(crate) fn attempt_with(
+        &self,
+        name: &str,
+        input: &[u8],
+        budget: Budget,
+    ) -> Option<(Result<PluginOutput, PluginError>, Usage)> {
+        let plugin = self.plugins.get(name)?;
+        let cpu_start = thread_cpu_time();
+        let (result, mut usage) = self.attempt(plugin, input, budget);
+        if let (Some(start), Some(end)) = (cpu_start, thread_cpu_time()) {
+            usage.cpu = end.saturating_sub(start);
+        }
+        Some((result.map_err(|f| f.error), usage))
+    }
+
+    fn attempt(
+        &self,
+        plugin: &LoadedPlugin,
+        input: &[u8],
+        budget: Budget,
+    ) -> (Result<PluginOutput, Failure>, Usage) {
+        let mut store = Store::new(
+            &self.ctx.engine,
+            CallState {
+                plugin: plugin.name.clone(),
+                logs: 0,
+                memory_cap: budget.memory,
+                memory_peak: 0,
+                memory_denied: false,
+                clock: CallClock::new(budget.cpu),
+            },
+        );
+        store.limiter(|state| state);
+        let result = self.execute(&mut store, plugin, input, budget);
+        let state = store.data();
+        let usage = Usage {
+            fuel: budget.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+            memory_peak: state.memory_peak,
+            cpu: state.clock.cpu_used().unwrap_or_default(),
+        };
+        let result = result.map_err(|error| {
+            let limit_hit = state.memory_denied
+                || matches!(
+                    error,
+                    PluginError::OutOfFuel { .. } | PluginError::Timeout { .. }
+                );
+            Failure { error, limit_hit }
+        });
+        (result, usage)
+    }
+
+    fn execute(
+        &self,
+        store: &mut Store<CallState>,
+        plugin: &LoadedPlugin,
+        input: &[u8],
+        budget: Budget,
+    ) -> Result<PluginOutput, PluginError> {
         let name = &*plugin.name;
         let trap = |reason: String| PluginError::Trap {
             plugin: name.to_string(),
             reason,
         };
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(ctx.limits.memory_cap()).unwrap_or(usize::MAX))
-            .instances(1)
-            .memories(1)
-            .tables(1)
-            .table_elements(10_000)
-            // memory.grow past the cap returns -1, as the spec allows.
-            .trap_on_grow_failure(false)
-            .build();
-        let mut store = Store::new(
-            &ctx.engine,
-            CallState {
-                limits,
-                plugin: plugin.name.clone(),
-                logs: 0,
-            },
-        );
-        store.limiter(|state| &mut state.limits);
-        let fuel = if ctx.limits.fuel == 0 {
-            u64::MAX
-        } else {
-            ctx.limits.fuel
+        arm_budget(store, budget).map_err(|e| trap(format!("cannot set the budget: {e}")))?;
+        let classify = |store: &Store<CallState>, err: wasmtime::Error| {
+            self.classify(name, err, budget, store.data().clock.fired)
         };
-        store
-            .set_fuel(fuel)
-            .map_err(|e| trap(format!("cannot set fuel: {e}")))?;
-        // "Unlimited" is a deadline that cannot be reached; not u64::MAX,
-        // which wasmtime adds to the current epoch.
-        store.set_epoch_deadline(ctx.deadline_ticks.unwrap_or(u64::MAX / 4));
-        store.epoch_deadline_trap();
-
-        let classify = |err: wasmtime::Error| self.classify(name, err);
-        let instance = plugin.pre.instantiate(&mut store).map_err(classify)?;
+        let instance = plugin
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|e| classify(store, e))?;
         let memory = instance
-            .get_memory(&mut store, "memory")
+            .get_memory(&mut *store, "memory")
             .ok_or_else(|| trap("export `memory` disappeared".into()))?;
         let alloc = instance
-            .get_typed_func::<i32, i32>(&mut store, "alloc")
+            .get_typed_func::<i32, i32>(&mut *store, "alloc")
             .map_err(|e| trap(format!("{e:#}")))?;
         let process = instance
-            .get_typed_func::<(i32, i32), i64>(&mut store, "process")
+            .get_typed_func::<(i32, i32), i64>(&mut *store, "process")
             .map_err(|e| trap(format!("{e:#}")))?;
 
         let len = i32::try_from(input.len())
             .map_err(|_| trap(format!("input of {} bytes is too large", input.len())))?;
-        let ptr = alloc.call(&mut store, len).map_err(classify)?;
+        let ptr = alloc
+            .call(&mut *store, len)
+            .map_err(|e| classify(store, e))?;
         // alloc(len) returning 0 or a negative value is how a guest says "out of memory".
         let in_start = ptr as u32 as usize;
-        if ptr == 0 || in_start.saturating_add(input.len()) > memory.data_size(&store) {
+        if ptr == 0 || in_start.saturating_add(input.len()) > memory.data_size(&*store) {
             return Err(trap(format!(
                 "alloc({len}) returned {ptr}, not a buffer inside memory ({} bytes) - out of memory?",
-                memory.data_size(&store)
+                memory.data_size(&*store)
             )));
         }
         memory
-            .write(&mut store, in_start, input)
+            .write(&mut *store, in_start, input)
             .map_err(|e| trap(format!("cannot write input: {e}")))?;
 
-        let packed = process.call(&mut store, (ptr, len)).map_err(classify)?;
-        let out_ptr = (packed as u64 >> 32) as usize;
-        let out_len = (packed as u64 & 0xffff_ffff) as usize;
-        let bad = |reason: String| PluginError::BadOutput {
-            plugin: name.to_string(),
-            reason,
-        };
-        if out_len > MAX_OUTPUT_BYTES {
-            return Err(bad(format!(
-                "output of {out_len} bytes exceeds the {MAX_OUTPUT_BYTES}-byte limit"
-            )));
-        }
-        let data = memory.data(&store);
-        let out = data.get(out_ptr..out_ptr + out_len).ok_or_else(|| {
-            bad(format!(
-                "output range {out_ptr}+{out_len} is outside guest memory ({} bytes)",
-                data.len()
-            ))
-        })?;
+        let packed = process
+            .call(&mut *store, (ptr, len))
+            .map_err(|e| classify(store, e))?;
+        let max_output =
+            MAX_OUTPUT_BYTES.saturating_add(input.len().saturating_mul(OUTPUT_PER_INPUT_BYTE));
+        let out = read_output(name, memory.data(&*store), packed, max_output)?;
         parse_output(name, out)
     }
 
-    fn classify(&self, plugin: &str, err: wasmtime::Error) -> PluginError {
+    fn classify(
+        &self,
+        plugin: &str,
+        err: wasmtime::Error,
+        budget: Budget,
+        fired: Option<(&'static str, Duration)>,
+    ) -> PluginError {
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
                 plugin: plugin.to_string(),
-                fuel: self.ctx.limits.fuel,
+                fuel: budget.fuel,
             },
-            Some(Trap::Interrupt) => PluginError::Timeout {
-                plugin: plugin.to_string(),
-                millis: self.ctx.limits.timeout.as_millis() as u64,
-            },
+            Some(Trap::Interrupt) => {
+                let (clock, limit) = fired.unwrap_or(("cpu", budget.cpu.unwrap_or_default()));
+                tracing::debug!(plugin, clock, ?limit, "plugin interrupted");
+                PluginError::Timeout {
+                    plugin: plugin.to_string(),
+                    millis: limit.as_millis() as u64,
+                }
+            }
             _ => PluginError::Trap {
                 plugin: plugin.to_string(),
                 // `{:#}` keeps the wasm backtrace context (function names).
@@ -575,6 +871,54 @@ impl PluginHost {
             },
         }
     }
+}
+
+/// Give a fresh store its fuel and its time limits.
+fn arm_budget(store: &mut Store<CallState>, budget: Budget) -> wasmtime::Result<()> {
+    store.set_fuel(budget.fuel)?;
+    if budget.cpu.is_some() {
+        // Check the clocks on every tick; the callback runs on the calling thread.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().clock.expired() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+    } else {
+        // "Unlimited" is a deadline that cannot be reached; not u64::MAX,
+        // which wasmtime adds to the current epoch.
+        store.set_epoch_deadline(u64::MAX / 4);
+        store.epoch_deadline_trap();
+    }
+    Ok(())
+}
+
+/// The output bytes `process` pointed at: `(out_ptr << 32) | out_len`.
+fn read_output<'a>(
+    plugin: &str,
+    data: &'a [u8],
+    packed: i64,
+    max_output: usize,
+) -> Result<&'a [u8], PluginError> {
+    let out_ptr = (packed as u64 >> 32) as usize;
+    let out_len = (packed as u64 & 0xffff_ffff) as usize;
+    let bad = |reason: String| PluginError::BadOutput {
+        plugin: plugin.to_string(),
+        reason,
+    };
+    if out_len > max_output {
+        return Err(bad(format!(
+            "output of {out_len} bytes exceeds the {max_output}-byte limit"
+        )));
+    }
+    data.get(out_ptr..out_ptr + out_len).ok_or_else(|| {
+        bad(format!(
+            "output range {out_ptr}+{out_len} is outside guest memory ({} bytes)",
+            data.len()
+        ))
+    })
 }
 
 /// `{"error": "..."}` — the only other shape a plugin may return.

@@ -7,7 +7,10 @@ pub mod api;
 pub mod host;
 pub mod reload;
 
-pub use host::{PluginHost, PluginLimits, PluginLoadError, MAX_OUTPUT_BYTES};
+pub use host::{
+    Budget, PluginHost, PluginLimits, PluginLoadError, Usage, MAX_OUTPUT_BYTES,
+    OUTPUT_PER_INPUT_BYTE, RETRY_FACTOR,
+};
 pub use reload::{spawn_plugin_watcher, PluginsHandle, ReloadReport};
 
 #[cfg(test)]

@@ -9,12 +9,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Fixed limits (no scaling, no retry), so the tests below see exact budgets.
 fn limits() -> PluginLimits {
-    PluginLimits {
-        fuel: 10_000_000,
-        timeout: Duration::from_secs(2),
-        memory_bytes: 16 << 20,
-    }
+    PluginLimits::fixed(10_000_000, Duration::from_secs(2), 16 << 20)
 }
 
 /// A module returning a constant JSON output.
@@ -573,15 +570,27 @@ fn watcher_handles_dir_created_later() {
 fn limits_from_config_section() {
     let limits = PluginLimits::from_section(&crate::config::PluginSection {
         fuel: 5,
+        fuel_per_byte: 2,
+        fuel_max: 100,
         timeout_ms: 20,
+        timeout_ms_per_mib: 1000,
+        timeout_max_ms: 3000,
         memory_mb: 3,
+        memory_per_byte: 8,
+        memory_max_mb: 64,
     });
     assert_eq!(
         limits,
         PluginLimits {
             fuel: 5,
+            fuel_per_byte: 2,
+            fuel_max: 100,
             timeout: Duration::from_millis(20),
-            memory_bytes: 3 << 20
+            timeout_per_mib: Duration::from_millis(1000),
+            timeout_max: Duration::from_millis(3000),
+            memory_bytes: 3 << 20,
+            memory_per_byte: 8,
+            memory_max_bytes: 64 << 20,
         }
     );
 }
@@ -802,4 +811,288 @@ fn example_bash_commands() {
     .unwrap();
     assert!(ddl.contains("CREATE TABLE IF NOT EXISTS plugin_bash_commands"));
     assert!(ddl.contains("ReplacingMergeTree"));
+}
+
+// ---- budgets that scale with the input (issue 10, point 2) ------------------
+
+#[test]
+fn budgets_scale_with_input_and_stop_at_the_ceilings() {
+    let defaults = PluginLimits::default();
+    let small = defaults.budget(500);
+    assert_eq!(small.fuel, 10_000_000 + 400 * 500);
+    assert_eq!(
+        small.memory,
+        (16 << 20) + 65536,
+        "16 MiB + 8000 B, in whole pages"
+    );
+    let mib = defaults.budget(1 << 20);
+    assert_eq!(mib.fuel, 10_000_000 + 400 * (1 << 20));
+    assert_eq!(mib.cpu, Some(Duration::from_millis(1100)));
+    assert_eq!(mib.memory, 32 << 20);
+    // A retry gets RETRY_FACTOR times as much, still under the ceilings.
+    let retry = defaults.retry_budget(1 << 20);
+    assert_eq!(retry.fuel, RETRY_FACTOR * mib.fuel);
+    assert_eq!(retry.cpu, Some(Duration::from_millis(4400)));
+    let huge = defaults.retry_budget(1 << 30);
+    assert_eq!(huge.fuel, 8_000_000_000);
+    assert_eq!(huge.cpu, Some(Duration::from_secs(20)));
+    assert_eq!(huge.memory, 512 << 20);
+    // Fixed limits do not scale, so there is nothing to retry with.
+    let fixed = limits();
+    assert_eq!(fixed.budget(1 << 20), fixed.retry_budget(1 << 20));
+    assert_eq!(fixed.budget(1 << 20).fuel, 10_000_000);
+    // 0 still means unlimited.
+    let unlimited = PluginLimits::fixed(0, Duration::ZERO, 1 << 20).budget(10);
+    assert_eq!((unlimited.fuel, unlimited.cpu), (u64::MAX, None));
+}
+
+/// Realistic large entries: an assistant reply with a 256 KB markdown text
+/// block (and a Bash call), and a 1.5 MB user tool result (the tool output is
+/// stored twice by Claude Code: `content` and `toolUseResult.stdout`).
+fn big_assistant() -> serde_json::Value {
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 256 * 1024 {
+        text.push_str(&format!(
+            "Step {i}: the function `parse_line` returns an error for \"bad\" input.\n```rust\nfn f{i}() -> u32 {{ {i} }}\n```\n"
+        ));
+        i += 1;
+    }
+    json!({"type": "assistant", "sessionId": "sess-big", "uuid": "a-big", "timestamp": "2026-10-01T10:00:00.000Z",
+        "message": {"role": "assistant", "content": [
+            {"type": "text", "text": text},
+            {"type": "tool_use", "id": "toolu_big", "name": "Bash", "input": {"command": "cargo test 2>&1 | tail -5"}}]}})
+}
+
+fn big_user() -> serde_json::Value {
+    let mut out = String::new();
+    let mut i = 0;
+    while out.len() < 750 * 1024 {
+        out.push_str(&format!(
+            "src/lib.rs:{i}:    let value = map.get(\"key_{i}\").ok_or_else(|| anyhow!(\"missing\"))?; // contact ops@example.com\n"
+        ));
+        i += 1;
+    }
+    json!({"type": "user", "sessionId": "sess-big", "uuid": "u-big", "timestamp": "2026-10-01T10:00:01.000Z",
+        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_big", "content": out, "is_error": false}]},
+        "toolUseResult": {"stdout": out, "stderr": "", "interrupted": false, "isImage": false}})
+}
+
+#[test]
+fn large_entries_pass_the_example_plugins_with_default_limits() {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist");
+    if !dist.is_dir() {
+        eprintln!(
+            "!!!!!! SKIPPING: {} missing - run plugins/build.sh",
+            dist.display()
+        );
+        return;
+    }
+    let (host, errors) = PluginHost::load_dir(&dist, PluginLimits::default()).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let (old, _) = PluginHost::load_dir(
+        &dist,
+        PluginLimits::fixed(10_000_000, Duration::from_millis(100), 16 << 20),
+    )
+    .unwrap();
+    let assistant = input(big_assistant());
+    let user = input(big_user());
+    assert!(assistant.len() > 256 * 1024 && user.len() > 1_500_000);
+    let mut old_failures = 0;
+    for (what, bytes, plugins) in [
+        (
+            "assistant",
+            &assistant,
+            &["email_mask", "dangerous_bash", "bash_commands"][..],
+        ),
+        (
+            "user",
+            &user,
+            &["email_mask", "dangerous_bash", "bash_commands"][..],
+        ),
+    ] {
+        for &name in plugins {
+            let out = host
+                .call(name, bytes)
+                .unwrap_or_else(|e| panic!("{name} on the big {what} entry: {e}"));
+            if name == "email_mask" && what == "user" {
+                assert!(out.redact.iter().any(|r| r == "ops@example.com"), "{out:?}");
+            }
+            if name == "dangerous_bash" && what == "assistant" {
+                assert_eq!(out.labels, vec!["code_block:rust"]);
+            }
+            if name == "bash_commands" && what == "assistant" {
+                assert_eq!(out.rows.len(), 1);
+            }
+            // What the call really costs, against the first attempt's budget:
+            // the defaults must cover the examples with room to spare, so they
+            // never depend on the retry.
+            let budget = PluginLimits::default().budget(bytes.len());
+            let unlimited = Budget {
+                fuel: u64::MAX / 2,
+                cpu: None,
+                memory: 1 << 31,
+            };
+            let (result, usage) = host.attempt_with(name, bytes, unlimited).unwrap();
+            result.unwrap();
+            eprintln!(
+                "{name} on {} B ({what}): fuel {} ({:.1}/B), memory {} ({:.1}/B), cpu {:?}; budget {budget:?}",
+                bytes.len(),
+                usage.fuel,
+                usage.fuel as f64 / bytes.len() as f64,
+                usage.memory_peak,
+                usage.memory_peak as f64 / bytes.len() as f64,
+                usage.cpu
+            );
+            assert!(
+                usage.fuel * 2 <= budget.fuel,
+                "{name}: {usage:?} vs {budget:?}"
+            );
+            assert!(
+                usage.memory_peak * 2 <= budget.memory,
+                "{name}: {usage:?} vs {budget:?}"
+            );
+            old_failures += usize::from(old.call(name, bytes).is_err());
+        }
+    }
+    // The old fixed limits (10M fuel, 100 ms, 16 MiB) lost these entries.
+    assert!(
+        old_failures > 0,
+        "the old limits did not fail: the entries are too small"
+    );
+}
+
+/// Spins `n` iterations (a few ms of CPU, well inside the fuel budget), then returns `{}`.
+const SPIN: &str = r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{}")
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "process") (param i32 i32) (result i64)
+    (local $i i32)
+    (loop $again
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 1000000))))
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 2))))"#;
+
+/// Grows memory until refused, then returns nothing valid.
+const GREEDY: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "process") (param i32 i32) (result i64)
+    (block $full
+      (loop $more
+        (br_if $full (i32.eq (memory.grow (i32.const 16)) (i32.const -1)))
+        (br $more)))
+    (i64.const 0x7fffffff)))"#;
+
+/// Lowers this thread's scheduling priority, so that with busy threads
+/// around it gets a tiny share of a core: a stand-in for a loaded machine.
+fn starve_this_thread() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}
+
+#[test]
+fn busy_machine_does_not_time_out_ordinary_calls() {
+    let (_dir, host) = host_with(&[("spin.wat", SPIN)], PluginLimits::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    let caller = std::thread::spawn(move || {
+        starve_this_thread();
+        let line = input(json!({"type": "user", "message": {"content": "x".repeat(400)}}));
+        let start = Instant::now();
+        let mut slowest = Duration::ZERO;
+        let mut failures = Vec::new();
+        while start.elapsed() < Duration::from_secs(4) {
+            let t = Instant::now();
+            if let Err(e) = host.call("spin", &line) {
+                failures.push(e.to_string());
+            }
+            slowest = slowest.max(t.elapsed());
+        }
+        (slowest, failures)
+    });
+    let (slowest, failures) = caller.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    eprintln!("slowest call on a busy machine: {slowest:?}");
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..1]
+    );
+}
+
+#[test]
+fn hostile_plugins_fail_fast_under_default_limits() {
+    let (_dir, host) = host_with(
+        &[
+            ("loop.wat", LOOP),
+            ("greedy.wat", GREEDY),
+            ("huge.wat", HUGE_OUTPUT),
+            ("ok.wat", &const_plugin(r#"{"labels":["x"]}"#)),
+        ],
+        PluginLimits::default(),
+    );
+    let small = input(json!({"type": "user", "message": {"content": "hi"}}));
+    let retry = PluginLimits::default().retry_budget(small.len());
+    let timed = |name: &str| {
+        let start = Instant::now();
+        let result = host.call(name, &small);
+        (result, start.elapsed())
+    };
+    // Infinite loop: out of fuel on the first attempt and on the retry.
+    let (result, took) = timed("loop");
+    match result {
+        Err(PluginError::OutOfFuel { fuel, .. }) => assert_eq!(fuel, retry.fuel),
+        other => panic!("expected OutOfFuel, got {other:?}"),
+    }
+    eprintln!("infinite loop stopped after {took:?} (two attempts)");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // With fuel switched off, the CPU-time limit stops the loop (both attempts).
+    let no_fuel = PluginLimits {
+        fuel: 0,
+        ..PluginLimits::default()
+    };
+    let (_dir2, unfueled) = host_with(&[("loop.wat", LOOP)], no_fuel);
+    let start = Instant::now();
+    match unfueled.call("loop", &small) {
+        Err(PluginError::Timeout { millis, .. }) => {
+            let want = no_fuel.retry_budget(small.len()).cpu.unwrap();
+            assert_eq!(millis, want.as_millis() as u64);
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    // 0.1 s + 0.4 s of CPU; the wall time depends on the machine's load.
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    // Memory bomb and huge output: bad output, nothing more.
+    for name in ["greedy", "huge"] {
+        let (result, took) = timed(name);
+        assert!(
+            matches!(result, Err(PluginError::BadOutput { .. })),
+            "{name}: {result:?}"
+        );
+        assert!(took < Duration::from_secs(3), "{name}: {took:?}");
+    }
+    assert_eq!(host.call("ok", &small).unwrap().labels, vec!["x"]);
 }
