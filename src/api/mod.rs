@@ -199,7 +199,8 @@ const PROJECT: &str = "({project:String} = '' OR project = {project:String})";
 async fn healthz(State(s): State<ApiState>) -> (StatusCode, Json<Value>) {
     let snap = s.status.snapshot();
     let ch = s.client.ping().await;
-    let ok = ch.is_ok() && !snap.clickhouse_down;
+    // a storage problem the writer is retrying (full spool disk, ...) degrades too
+    let ok = ch.is_ok() && snap.status == "ok";
     let mut body = serde_json::to_value(&snap).unwrap_or_default();
     body["clickhouse_reachable"] = Value::Bool(ch.is_ok());
     match ch {
