@@ -120,7 +120,7 @@ DENIED = set(ALWAYS_DENIED)
 # chDB runs one statement at a time; every use of the engine holds this.
 ENGINE_LOCK = threading.Lock()
 WORKERS = 8
-QUEUE_MAX = 128
+QUEUE_MAX = 256  # ~1-2 s of queries at most; beyond that, 503 + Retry-After
 MAX_CONNECTIONS = 1024
 IDLE_TIMEOUT_S = 120  # longer than hyper's pool idle timeout (90 s): the client closes first
 FIRST_REQUEST_TIMEOUT_S = 10
@@ -248,9 +248,16 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- dispatch ------------------------------------------------------
     def do_GET(self):
+        if self.conn.busy:
+            self.reply_busy()
+            return
         self.handle_request(b"")
 
     def do_POST(self):
+        if self.conn.busy:
+            self.read_body()  # unread data would turn our answer into a reset
+            self.reply_busy()
+            return
         url = urllib.parse.urlsplit(self.path)
         if self.role(url) is None:
             return
@@ -312,7 +319,14 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def reply_error(self, message: str, status: int):
+    def reply_busy(self):
+        """503 + Retry-After: the workers' queue was full when this request came."""
+        self.close_connection = True
+        self.reply_error("Code: 202. DB::Exception: Too many simultaneous queries: the embedded "
+                         "engine's queue is full, retry later. (TOO_MANY_SIMULTANEOUS_QUERIES)", 503,
+                         {"Retry-After": "1"})
+
+    def reply_error(self, message: str, status: int, extra=None):
         if not message.startswith("Code:"):
             message = f"Code: 1001. DB::Exception: {message}"
         code = ERROR_CODE.search(message)
@@ -321,6 +335,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=UTF-8")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("X-ClickHouse-Exception-Code", code.group(1) if code else "1001")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -432,6 +448,7 @@ class Conn:
         self.wfile = sock.makefile("wb")
         self.idle_since = time.monotonic()
         self.served = 0
+        self.busy = False  # set when it is to be turned away with 503
 
     def buffered(self) -> bool:
         """Is there already another request's data read (pipelining)?"""
@@ -467,10 +484,14 @@ class Front:
         self.sel.register(self.wake_r, selectors.EVENT_READ, None)
         self.back = queue.SimpleQueue()  # connections returned by workers
         self.work = queue.Queue(maxsize=QUEUE_MAX)
+        # Turned-away requests are still read (an answer before the request
+        # is a protocol error to clients), by one thread of their own.
+        self.refuse = queue.Queue(maxsize=QUEUE_MAX)
         self.open = 0
         self.lock = threading.Lock()
         for i in range(WORKERS):
             threading.Thread(target=self.worker, name=f"worker-{i}", daemon=True).start()
+        threading.Thread(target=self.refuser, name="refuser", daemon=True).start()
 
     def serve_forever(self):
         idle = {}
@@ -508,9 +529,13 @@ class Front:
     def dispatch(self, conn):
         try:
             self.work.put_nowait(conn)
+            return
         except queue.Full:
-            reject_busy(conn)
-            self.closed(conn)
+            conn.busy = True
+        try:
+            self.refuse.put_nowait(conn)
+        except queue.Full:
+            self.closed(conn)  # beyond both bounds: drop it
 
     def take_back(self, idle):
         try:
@@ -557,19 +582,15 @@ class Front:
             else:
                 self.closed(conn)
 
-
-def reject_busy(conn):
-    """Answer 503 + Retry-After without a worker (the pool is saturated)."""
-    payload = (b"Code: 202. DB::Exception: Too many simultaneous queries: the embedded engine's "
-               b"queue is full, retry later. (TOO_MANY_SIMULTANEOUS_QUERIES)\n")
-    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=UTF-8\r\n"
-            f"Content-Length: {len(payload)}\r\nRetry-After: 1\r\n"
-            "X-ClickHouse-Exception-Code: 202\r\nConnection: close\r\n\r\n").encode()
-    try:
-        conn.sock.settimeout(1.0)
-        conn.sock.sendall(head + payload)
-    except OSError:
-        pass
+    def refuser(self):
+        while True:
+            conn = self.refuse.get()
+            try:
+                conn.sock.settimeout(2.0)  # a slow client must not hold up the others
+                Handler(conn).serve_one()
+            except Exception:
+                pass
+            self.closed(conn)
 
 
 def exit_when_stdin_closes(stdin):
