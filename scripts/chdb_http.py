@@ -254,12 +254,12 @@ class Handler(BaseHTTPRequestHandler):
         self.handle_request(b"")
 
     def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        if self.role(url) is None:
+            return  # refused before reading (and buffering) a stranger's body
         if self.conn.busy:
             self.read_body()  # unread data would turn our answer into a reset
             self.reply_busy()
-            return
-        url = urllib.parse.urlsplit(self.path)
-        if self.role(url) is None:
             return
         try:
             body = self.read_body()
@@ -488,13 +488,14 @@ class Front:
         # is a protocol error to clients), by one thread of their own.
         self.refuse = queue.Queue(maxsize=QUEUE_MAX)
         self.open = 0
+        self.idle = {}  # socket -> Conn waiting for its next request
         self.lock = threading.Lock()
         for i in range(WORKERS):
             threading.Thread(target=self.worker, name=f"worker-{i}", daemon=True).start()
         threading.Thread(target=self.refuser, name="refuser", daemon=True).start()
 
     def serve_forever(self):
-        idle = {}
+        idle = self.idle
         while True:
             for key, _ in self.sel.select(timeout=1.0):
                 if key.fileobj is self.listener:
@@ -512,10 +513,8 @@ class Front:
         while True:
             try:
                 sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+            except OSError:  # BlockingIOError: none left; others: try on the next event
+                break
             with self.lock:
                 full = self.open >= MAX_CONNECTIONS
                 if not full:
@@ -524,7 +523,10 @@ class Front:
                 sock.close()
                 continue
             sock.setblocking(True)
-            self.dispatch(Conn(sock))
+            # To a worker only once it has sent something: a silent client
+            # costs a file descriptor here, not a worker.
+            self.back.put(Conn(sock))
+        self.take_back(self.idle)
 
     def dispatch(self, conn):
         try:
