@@ -122,7 +122,7 @@ ENGINE_LOCK = threading.Lock()
 WORKERS = 8
 QUEUE_MAX = 256  # ~1-2 s of queries at most; beyond that, 503 + Retry-After
 MAX_CONNECTIONS = 1024
-IDLE_TIMEOUT_S = 120  # longer than hyper's pool idle timeout (90 s): the client closes first
+IDLE_TIMEOUT_S = 120  # longer than clients keep idle connections (clickhouse crate: 2 s, hyper: 90 s)
 FIRST_REQUEST_TIMEOUT_S = 10
 IO_TIMEOUT_S = 30
 
