@@ -15,30 +15,55 @@ statement to the real engine:
   * `INSERT ... FORMAT <fmt>` with the data in the (possibly chunked) body: the
     data is spooled to a temp file and inserted with `FROM INFILE`, so binary
     formats and huge batches work and the engine parses them natively,
-  * errors answer HTTP 500 with ClickHouse's own `Code: N. DB::Exception: ...`
-    text and the `X-ClickHouse-Exception-Code` header, as a server would,
-  * `GET /ping` answers `Ok.`.
+  * errors answer with ClickHouse's own `Code: N. DB::Exception: ...` text and
+    the `X-ClickHouse-Exception-Code` header, as a server would,
+  * `GET /ping` answers `Ok.` (the only request served without credentials).
 
-Storage, engines (MergeTree family, materialized views), insert deduplication,
-SQL and formats are all ClickHouse's own; only the transport is ours.
+Security (see README, "Security model"): chDB runs every statement with full
+rights (it can read and write any file the OS user can), so this front is the
+access control:
 
-Usage: chdb_http.py --path DATA_DIR [--host 127.0.0.1] [--port 8123]
-                    [--port-file FILE] [--exit-on-stdin-eof]
-Prints `READY <port>` on stdout once it accepts connections.
+  * every request must carry a user and key (`X-ClickHouse-User`/`-Key` headers
+    or HTTP basic auth), compared in constant time; the keys come from the
+    parent over stdin (one JSON line), never from argv or the environment;
+  * a `reader` runs with `readonly=1` set here, server side; a `writer` may
+    INSERT and run DDL;
+  * for both, each statement is first parsed by ClickHouse itself
+    (`formatQuerySingleLine`, which parses without executing): one statement
+    only, of an allowed kind, with no `INTO OUTFILE` / `FROM INFILE` and no
+    table function or table engine that reaches outside the data directory
+    (file, url, s3, remote, executable, python, ... — everything not on a short
+    allow-list).
+
+Concurrency: chDB runs one query at a time (ENGINE_LOCK). Connections are
+multiplexed by one selector thread and served by a fixed pool of workers; when
+the queue in front of them is full a new request is answered at once with
+503 + Retry-After instead of growing threads without bound.
+
+Usage: chdb_http.py --path DATA_DIR --lock-file FILE (--listen-fd FD | --port PORT)
+Reads the credentials line from stdin, prints `READY <port>` on stdout once it
+serves, and exits when stdin closes (the parent died, even by kill -9).
 """
 
 import argparse
+import base64
 import email.parser
 import email.policy
+import fcntl
+import hmac
+import json
 import os
+import queue
 import re
+import selectors
+import socket
 import sys
 import tempfile
 import threading
 import time
 import traceback
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import chdb  # noqa: E402  (chdb-core wheel)
 
@@ -67,12 +92,49 @@ CONTENT_TYPES = {
     "csv": "text/csv; charset=UTF-8; header=absent",
 }
 
+# ---- the policy -----------------------------------------------------------
+READ_KINDS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"}
+WRITE_KINDS = READ_KINDS | {"INSERT", "CREATE", "ALTER", "DROP", "TRUNCATE", "OPTIMIZE", "RENAME"}
+# Table functions and engines that only touch the engine's own data (lower case).
+SAFE_SOURCES = {
+    "numbers", "numbers_mt", "zeros", "zeros_mt", "values", "null", "view", "merge",
+    "generaterandom", "generateseries", "generate_series", "primes", "format",
+    "memory", "log", "tinylog", "stripelog", "set", "join", "materializedview",
+    "mergetree", "replacingmergetree", "aggregatingmergetree", "summingmergetree",
+    "collapsingmergetree", "versionedcollapsingmergetree", "coalescingmergetree",
+    "graphitemergetree",
+}
+# Scalar functions that read files or define storage outside the data dir.
+ALWAYS_DENIED = {"file", "disk", "python", "filesystem"}
+# One left-to-right pass over the canonical text (which has only '...' strings
+# and `...` identifiers: heredocs and "..." are normalised by formatQuery).
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`", re.DOTALL)
+CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+ENGINE = re.compile(r"\bENGINE\s*=\s*([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
+FILE_CLAUSE = re.compile(r"\b(INTO\s+OUTFILE|FROM\s+INFILE)\b", re.IGNORECASE)
+
 DB_PATH = None
 SPOOL_DIR = None
+USERS = {}  # user -> {"key": str, "role": "reader"|"writer"}
+DENIED = set(ALWAYS_DENIED)
+# chDB runs one statement at a time; every use of the engine holds this.
+ENGINE_LOCK = threading.Lock()
+WORKERS = 8
+QUEUE_MAX = 256  # ~1-2 s of queries at most; beyond that, 503 + Retry-After
+MAX_CONNECTIONS = 1024
+IDLE_TIMEOUT_S = 120  # longer than clients keep idle connections (clickhouse crate: 2 s, hyper: 90 s)
+FIRST_REQUEST_TIMEOUT_S = 10
+IO_TIMEOUT_S = 30
 
 
 def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def escape_param(value: str) -> str:
+    """A query parameter value in ClickHouse's escaped text form."""
+    return (value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+            .replace("\r", "\\r"))
 
 
 class QueryError(Exception):
@@ -81,12 +143,84 @@ class QueryError(Exception):
         self.status = status
 
 
+def denied(what: str) -> QueryError:
+    return QueryError(f"Code: 497. DB::Exception: {what} is not allowed on the embedded engine. "
+                      "(ACCESS_DENIED)", 403)
+
+
+def load_denied_sources():
+    """Every table function and table engine this chDB build has, minus the safe ones."""
+    conn = chdb.connect(DB_PATH)
+    try:
+        names = conn.query("SELECT name FROM system.table_functions UNION ALL "
+                           "SELECT name FROM system.table_engines", "TSV").bytes().decode()
+    finally:
+        conn.close()
+    for name in names.split():
+        if name.lower() not in SAFE_SOURCES:
+            DENIED.add(name.lower())
+
+
+def check_statement(conn, sql: str, role: str):
+    """Parse `sql` with ClickHouse's own parser (no execution) and apply the policy."""
+    try:
+        canonical = conn.query("SELECT formatQuerySingleLine({q:String})", "TSVRaw",
+                               params={"q": escape_param(sql)}).bytes().decode()
+    except Exception as e:
+        raise QueryError(str(e), 400)
+    bare = QUOTED.sub(lambda m: "''" if m.group(0)[0] == "'" else "ident", canonical)
+    words = bare.lstrip("( ").split(None, 2)
+    kind = words[0].upper() if words else ""
+    if kind not in (WRITE_KINDS if role == "writer" else READ_KINDS):
+        raise denied(f"{kind or 'an empty'} statement for the {role}")
+    if kind == "CREATE" and "DICTIONARY" in (w.upper() for w in words[1:]):
+        raise denied("CREATE DICTIONARY")
+    clause = FILE_CLAUSE.search(bare)
+    if clause:
+        raise denied(" ".join(clause.group(1).upper().split()))
+    for name in CALL.findall(bare) + ENGINE.findall(bare):
+        if name.lower() in DENIED:
+            raise denied(f"`{name}`")
+
+
+# ---- authentication ----------------------------------------------------------
+def authenticate(headers, params):
+    """The role of the request's credentials, or None."""
+    user, key = headers.get("X-ClickHouse-User"), headers.get("X-ClickHouse-Key")
+    auth = headers.get("Authorization", "")
+    if user is None and auth.lower().startswith("basic "):
+        try:
+            user, _, key = base64.b64decode(auth[6:].strip()).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+    if user is None:
+        user, key = params.get("user"), params.get("password")
+    entry = USERS.get(user or "")
+    # Compare even for unknown users, so timing does not tell names apart.
+    expected = entry["key"] if entry else "x" * 64
+    ok = hmac.compare_digest((key or "").encode(), expected.encode())
+    return entry["role"] if ok and entry else None
+
+
 class Handler(BaseHTTPRequestHandler):
+    """One request per call of `serve_one` (connections are kept by the selector)."""
+
     protocol_version = "HTTP/1.1"
     server_version = "chdb-http"
-    # Headers and body go out in separate writes; with Nagle's algorithm on,
-    # the body waits for the client's delayed ACK (~40 ms per request).
-    disable_nagle_algorithm = True
+
+    def __init__(self, conn):  # noqa: D107 — no socketserver machinery here
+        self.conn = conn
+        self.request = conn.sock
+        self.client_address = ("127.0.0.1", 0)
+        self.rfile, self.wfile = conn.rfile, conn.wfile
+        self.close_connection = True
+
+    def serve_one(self) -> bool:
+        """Handle one request; True when the connection may be kept."""
+        self.close_connection = True
+        self.handle_one_request()
+        self.wfile.flush()
+        return not self.close_connection
 
     def log_message(self, fmt, *args):  # keep stdout for the READY line only
         if os.environ.get("CHDB_HTTP_VERBOSE"):
@@ -114,23 +248,47 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- dispatch ------------------------------------------------------
     def do_GET(self):
+        if self.conn.busy:
+            self.reply_busy()
+            return
         self.handle_request(b"")
 
     def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        if self.role(url) is None:
+            return  # refused before reading (and buffering) a stranger's body
+        if self.conn.busy:
+            self.read_body()  # unread data would turn our answer into a reset
+            self.reply_busy()
+            return
         try:
             body = self.read_body()
         except QueryError as e:
             self.reply_error(str(e), e.status)
             return
         except Exception as e:  # malformed framing
+            self.close_connection = True
             self.reply_error(f"Code: 400. DB::Exception: cannot read request body: {e}", 400)
             return
         self.handle_request(body)
+
+    def role(self, url):
+        """The caller's role, or None after answering 401 (and closing)."""
+        params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        role = authenticate(self.headers, params)
+        if role is None:
+            self.close_connection = True
+            self.reply_error("Code: 516. DB::Exception: Authentication failed: password is incorrect, "
+                             "or there is no user with such name. (AUTHENTICATION_FAILED)", 401)
+        return role
 
     def handle_request(self, body: bytes):
         url = urllib.parse.urlsplit(self.path)
         if url.path.rstrip("/") in ("/ping",):
             self.reply(200, b"Ok.\n", "text/plain; charset=UTF-8")
+            return
+        role = self.role(url)
+        if role is None:
             return
         params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         ctype = self.headers.get("Content-Type", "")
@@ -139,7 +297,7 @@ class Handler(BaseHTTPRequestHandler):
             params.update(form)
             body = b""
         try:
-            status, payload, out_format = run(params, body)
+            status, payload, out_format = run(params, body, role)
         except QueryError as e:
             self.reply_error(str(e), e.status)
             return
@@ -161,7 +319,14 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def reply_error(self, message: str, status: int):
+    def reply_busy(self):
+        """503 + Retry-After: the workers' queue was full when this request came."""
+        self.close_connection = True
+        self.reply_error("Code: 202. DB::Exception: Too many simultaneous queries: the embedded "
+                         "engine's queue is full, retry later. (TOO_MANY_SIMULTANEOUS_QUERIES)", 503,
+                         {"Retry-After": "1"})
+
+    def reply_error(self, message: str, status: int, extra=None):
         if not message.startswith("Code:"):
             message = f"Code: 1001. DB::Exception: {message}"
         code = ERROR_CODE.search(message)
@@ -170,6 +335,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=UTF-8")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("X-ClickHouse-Exception-Code", code.group(1) if code else "1001")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 
@@ -185,50 +354,49 @@ def parse_multipart(ctype: str, body: bytes) -> dict:
     return fields
 
 
-def run(params: dict, body: bytes):
-    """Execute one request; returns (status, payload bytes, output format)."""
-    if params.get("decompress") == "1" or params.get("compress") == "1":
-        raise QueryError("Code: 1002. DB::Exception: ClickHouse block compression is not supported by "
-                         "this front; configure the client with compression = none", 400)
-    query = params.get("query")
-    data_file = None
-    if query is not None and body:
-        sql, data_file = insert_from_body(query, body)
-    elif query is not None:
-        sql = query
-    else:
-        sql = body.decode("utf-8")
-    if not sql.strip():
-        raise QueryError("Code: 62. DB::Exception: Empty query", 400)
-
-    settings = []
-    query_params = {}
+def split_params(params: dict, role: str):
+    """URL parameters → (settings, query parameters)."""
+    settings, query_params = [], {}
     for key, value in params.items():
         if key.startswith("param_"):
             query_params[key[len("param_"):]] = value
         elif key not in PROTOCOL_PARAMS:
             if not SETTING_NAME.match(key):
                 raise QueryError(f"Code: 115. DB::Exception: Unknown setting '{key}'", 400)
+            if key == "readonly" and role == "reader":
+                continue  # the reader's readonly is ours to set
             settings.append((key, value))
+    if role == "reader":
+        settings.append(("readonly", "1"))  # last: no later SET can lift it
+    return settings, query_params
 
-    match = TRAILING_FORMAT.search(sql)
+
+def run(params: dict, body: bytes, role: str):
+    """Execute one request; returns (status, payload bytes, output format)."""
+    if params.get("decompress") == "1" or params.get("compress") == "1":
+        raise QueryError("Code: 1002. DB::Exception: ClickHouse block compression is not supported by "
+                         "this front; configure the client with compression = none", 400)
+    query = params.get("query")
+    if query is not None and body and INSERT_WITH_FORMAT.match(query):
+        checked, sql, data = query, None, body
+    else:
+        sql = query + "\n" + body.decode("utf-8") if query is not None and body else (
+            query if query is not None else body.decode("utf-8"))
+        checked, data = sql, None
+    if not checked.strip():
+        raise QueryError("Code: 62. DB::Exception: Empty query", 400)
+    settings, query_params = split_params(params, role)
+    match = TRAILING_FORMAT.search(checked)
     out_format = match.group(1) if match else params.get("default_format", "TabSeparated")
-    conn = chdb.connect(DB_PATH)
+    data_file = None
     try:
-        database = params.get("database")
-        if database:
-            conn.query(f"USE `{database.replace('`', '')}`")
-        for key, value in settings:
-            conn.query(f"SET {key} = {quote_literal(value)}")
-        result = conn.query(sql, out_format, params=query_params)
-        payload = result.bytes() if hasattr(result, "bytes") else bytes(result)
+        if data is not None:
+            sql, data_file = insert_from_body(query, data)
+        with ENGINE_LOCK:
+            payload = execute(checked, sql, out_format, settings, query_params,
+                              params.get("database"), role)
         return 200, payload or b"", out_format
-    except QueryError:
-        raise
-    except Exception as e:
-        raise QueryError(str(e), 500)
     finally:
-        conn.close()
         if data_file:
             try:
                 os.unlink(data_file)
@@ -236,12 +404,28 @@ def run(params: dict, body: bytes):
                 pass
 
 
+def execute(checked: str, sql: str, out_format: str, settings, query_params, database, role) -> bytes:
+    """Check `checked` (what the client sent), then run `sql` on a fresh connection."""
+    conn = chdb.connect(DB_PATH)
+    try:
+        check_statement(conn, checked, role)
+        if database:
+            conn.query(f"USE `{database.replace('`', '')}`")
+        for key, value in settings:
+            conn.query(f"SET {key} = {quote_literal(value)}")
+        result = conn.query(sql, out_format, params=query_params)
+        return result.bytes() if hasattr(result, "bytes") else bytes(result)
+    except QueryError:
+        raise
+    except Exception as e:
+        raise QueryError(str(e), 500)
+    finally:
+        conn.close()
+
+
 def insert_from_body(query: str, body: bytes):
     """`INSERT INTO t (..) [SETTINGS ..] FORMAT F` + body → FROM INFILE on a spooled copy."""
     m = INSERT_WITH_FORMAT.match(query)
-    if not m:
-        # Not an INSERT: ClickHouse appends the body to the query text.
-        return query + "\n" + body.decode("utf-8"), None
     head, fmt = m.group("head"), m.group("fmt")
     parts = SETTINGS_CLAUSE.split(head, maxsplit=1)
     target = parts[0]
@@ -252,52 +436,234 @@ def insert_from_body(query: str, body: bytes):
     return f"{target} FROM INFILE {quote_literal(path)}{settings} FORMAT {fmt}", path
 
 
-def exit_when_stdin_closes():
+# ---- the server ----------------------------------------------------------
+class Conn:
+    """A client connection between requests: its socket and buffered streams."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(IO_TIMEOUT_S)
+        self.rfile = sock.makefile("rb")
+        self.wfile = sock.makefile("wb")
+        self.idle_since = time.monotonic()
+        self.served = 0
+        self.busy = False  # set when it is to be turned away with 503
+
+    def buffered(self) -> bool:
+        """Is there already another request's data read (pipelining)?"""
+        try:
+            self.sock.setblocking(False)
+            return bool(self.rfile.peek(1))
+        except (BlockingIOError, OSError, ValueError):
+            return False
+        finally:
+            try:
+                self.sock.settimeout(IO_TIMEOUT_S)
+            except OSError:
+                pass
+
+    def close(self):
+        for f in (self.rfile, self.wfile, self.sock):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+class Front:
+    """Selector thread for accept + idle keep-alive; a fixed pool of workers."""
+
+    def __init__(self, listener):
+        self.listener = listener
+        listener.setblocking(False)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(listener, selectors.EVENT_READ, None)
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.back = queue.SimpleQueue()  # connections returned by workers
+        self.work = queue.Queue(maxsize=QUEUE_MAX)
+        # Turned-away requests are still read (an answer before the request
+        # is a protocol error to clients), by one thread of their own.
+        self.refuse = queue.Queue(maxsize=QUEUE_MAX)
+        self.open = 0
+        self.idle = {}  # socket -> Conn waiting for its next request
+        self.lock = threading.Lock()
+        for i in range(WORKERS):
+            threading.Thread(target=self.worker, name=f"worker-{i}", daemon=True).start()
+        threading.Thread(target=self.refuser, name="refuser", daemon=True).start()
+
+    def serve_forever(self):
+        idle = self.idle
+        while True:
+            for key, _ in self.sel.select(timeout=1.0):
+                if key.fileobj is self.listener:
+                    self.accept_all()
+                elif key.fileobj is self.wake_r:
+                    self.take_back(idle)
+                else:
+                    conn = key.data
+                    self.sel.unregister(conn.sock)
+                    idle.pop(conn.sock, None)
+                    self.dispatch(conn)
+            self.sweep(idle)
+
+    def accept_all(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:  # BlockingIOError: none left; others: try on the next event
+                break
+            with self.lock:
+                full = self.open >= MAX_CONNECTIONS
+                if not full:
+                    self.open += 1
+            if full:
+                sock.close()
+                continue
+            sock.setblocking(True)
+            # To a worker only once it has sent something: a silent client
+            # costs a file descriptor here, not a worker.
+            self.back.put(Conn(sock))
+        self.take_back(self.idle)
+
+    def dispatch(self, conn):
+        try:
+            self.work.put_nowait(conn)
+            return
+        except queue.Full:
+            conn.busy = True
+        try:
+            self.refuse.put_nowait(conn)
+        except queue.Full:
+            self.closed(conn)  # beyond both bounds: drop it
+
+    def take_back(self, idle):
+        try:
+            while self.wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                conn = self.back.get_nowait()
+            except queue.Empty:
+                return
+            conn.idle_since = time.monotonic()
+            idle[conn.sock] = conn
+            self.sel.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def sweep(self, idle):
+        now = time.monotonic()
+        for sock, conn in list(idle.items()):
+            limit = IDLE_TIMEOUT_S if conn.served else FIRST_REQUEST_TIMEOUT_S
+            if now - conn.idle_since > limit:
+                self.sel.unregister(sock)
+                del idle[sock]
+                self.closed(conn)
+
+    def closed(self, conn):
+        conn.close()
+        with self.lock:
+            self.open -= 1
+
+    def worker(self):
+        while True:
+            conn = self.work.get()
+            try:
+                keep = Handler(conn).serve_one()
+                conn.served += 1
+            except Exception:  # a broken connection must not take the worker down
+                keep = False
+            if keep and conn.buffered():
+                self.dispatch(conn)
+            elif keep:
+                self.back.put(conn)
+                self.wake_w.send(b"x")
+            else:
+                self.closed(conn)
+
+    def refuser(self):
+        while True:
+            conn = self.refuse.get()
+            try:
+                conn.sock.settimeout(2.0)  # a slow client must not hold up the others
+                Handler(conn).serve_one()
+            except Exception:
+                pass
+            self.closed(conn)
+
+
+def exit_when_stdin_closes(stdin):
     # The engine that spawned us holds our stdin; EOF means it died (even kill -9).
     try:
-        while sys.stdin.buffer.read(4096):
+        while stdin.read(4096):
             pass
     finally:
         os._exit(0)
 
 
+def read_credentials(stdin):
+    """First stdin line: {"users": {name: {"key": ..., "role": "reader"|"writer"}}}."""
+    line = stdin.readline()
+    users = json.loads(line.decode("utf-8"))["users"]
+    for name, entry in users.items():
+        if entry.get("role") not in ("reader", "writer") or len(entry.get("key", "")) < 32:
+            raise SystemExit(f"chdb_http: bad credentials for {name!r}")
+    return users
+
+
+def open_listener(args):
+    if args.listen_fd is not None:
+        sock = socket.socket(fileno=args.listen_fd)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", args.port))
+    sock.listen(socket.SOMAXCONN)  # (again) on an inherited socket: raises its backlog
+    return sock
+
+
 def main():
-    global DB_PATH, SPOOL_DIR
+    global DB_PATH, SPOOL_DIR, USERS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--path", required=True, help="data directory of the embedded ClickHouse")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8123, help="0 picks a free port")
-    ap.add_argument("--port-file", help="write the bound port here once ready")
-    ap.add_argument("--exit-on-stdin-eof", action="store_true")
+    ap.add_argument("--lock-file", required=True, help="held for this process's lifetime")
+    ap.add_argument("--listen-fd", type=int, help="an inherited listening socket")
+    ap.add_argument("--port", type=int, default=0, help="without --listen-fd: bind 127.0.0.1:PORT")
     args = ap.parse_args()
 
+    stdin = sys.stdin.buffer
+    USERS = read_credentials(stdin)
+    # Held until we exit: the parent waits on it before starting our successor,
+    # so two engines never open the same data directory.
+    lock = open(args.lock_file, "a")
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")  # who holds it, for operators and tests
+    lock.flush()
+    threading.Thread(target=exit_when_stdin_closes, args=(stdin,), daemon=True).start()
+
     data = os.path.abspath(args.path)
-    os.makedirs(data, exist_ok=True)
+    os.makedirs(data, mode=0o700, exist_ok=True)
     SPOOL_DIR = os.path.join(data, "_http_spool")
-    os.makedirs(SPOOL_DIR, exist_ok=True)
+    os.makedirs(SPOOL_DIR, mode=0o700, exist_ok=True)
     DB_PATH = "file:" + data
     # Keep one connection open for the process lifetime: the engine shuts down
     # when its last connection closes, and per-request connections come and go.
     keeper = chdb.connect(DB_PATH)
     keeper.query("SELECT 1")
+    load_denied_sources()
 
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
-    port = server.server_address[1]
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(str(port))
-        os.replace(tmp, args.port_file)
-    if args.exit_on_stdin_eof:
-        threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
-    print(f"READY {port}", flush=True)
+    listener = open_listener(args)
+    front = Front(listener)
+    print(f"READY {listener.getsockname()[1]}", flush=True)
     try:
-        server.serve_forever(poll_interval=0.2)
+        front.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
         keeper.close()
 
 

@@ -201,7 +201,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     Command::Report(args) => {
                         let conn = pipeline::connect(&cfg).await?;
-                        print!("{}", claude_ingest::report::run(&conn.client, &args).await?);
+                        print!("{}", claude_ingest::report::run(&conn.reader, &args).await?);
                     }
                     Command::Schema | Command::CheckRules { .. } => {}
                 }

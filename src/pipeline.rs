@@ -24,7 +24,7 @@ use crate::rules::reload::{spawn_rules_watcher, RulesHandle};
 use crate::rules::{EntryInput, RuleSet};
 use crate::sink::budget::{ByteBudget, Permit};
 use crate::sink::clickhouse::{schema_script, ChClient, ChSettings};
-use crate::sink::embedded::EmbeddedClickHouse;
+use crate::sink::embedded::{private_dir, EmbeddedClickHouse, Role};
 use crate::sink::spool::Spool;
 use crate::sink::status::{now_ms, IngestStatus};
 use crate::sink::writer::{approx_bytes, run_writer, DeadLetter, SinkItem, Writer, WriterConfig};
@@ -100,14 +100,37 @@ pub fn check_rules(cfg: &Config, dir: &Path) -> Result<bool> {
 
 /// A ClickHouse connection, plus the embedded engine when we started one.
 pub struct Connection {
+    /// The sink's client (INSERT + DDL).
     pub client: ChClient,
-    _embedded: Option<EmbeddedClickHouse>,
+    /// The API's client: read-only on the embedded engine (the front enforces
+    /// it); the same login as `client` on a server (its grants decide).
+    pub reader: ChClient,
+    embedded: Option<EmbeddedClickHouse>,
+}
+
+impl Connection {
+    /// Makes `/healthz` report the embedded engine's child (no-op on a server).
+    pub fn report_to(&self, status: &IngestStatus) {
+        if let Some(e) = &self.embedded {
+            let _ = status.engine.set(e.health());
+        }
+    }
 }
 
 /// Start (embedded) or reach (server) ClickHouse and apply the schema.
 pub async fn connect(cfg: &Config) -> Result<Connection> {
-    let (url, embedded) = match cfg.clickhouse.mode {
-        ClickHouseMode::Server => (cfg.clickhouse.url.clone(), None),
+    let db = &cfg.clickhouse.database;
+    let (client, reader, embedded) = match cfg.clickhouse.mode {
+        ClickHouseMode::Server => {
+            let client = ChClient::new(ChSettings {
+                url: cfg.clickhouse.url.clone(),
+                user: cfg.clickhouse.user.clone(),
+                password: cfg.clickhouse.password.clone(),
+                database: db.clone(),
+                lz4: cfg.clickhouse.compression == "lz4",
+            })?;
+            (client.clone(), client, None)
+        }
         ClickHouseMode::Embedded => {
             let python = cfg.clickhouse.python.clone();
             let dir = cfg.embedded_data_dir();
@@ -116,22 +139,18 @@ pub async fn connect(cfg: &Config) -> Result<Connection> {
             })
             .await
             .context("embedded engine start-up panicked")??;
-            (e.url().to_string(), Some(e))
+            let client = ChClient::new(e.settings(Role::Writer, db))?;
+            let reader = ChClient::new(e.settings(Role::Reader, db))?;
+            (client, reader, Some(e))
         }
     };
-    let client = ChClient::new(ChSettings {
-        url,
-        user: cfg.clickhouse.user.clone(),
-        password: cfg.clickhouse.password.clone(),
-        database: cfg.clickhouse.database.clone(),
-        lz4: cfg.clickhouse.compression == "lz4",
-    })?;
     let wait = if embedded.is_some() { 60 } else { 5 };
     client.wait_ready(Duration::from_secs(wait)).await?;
     client.ensure_schema(&schema_dirs(cfg)).await?;
     Ok(Connection {
         client,
-        _embedded: embedded,
+        reader,
+        embedded,
     })
 }
 
@@ -231,7 +250,8 @@ pub async fn backfill(cfg: Config, progress: bool) -> Result<String> {
 pub async fn serve(cfg: Config, listen: &str) -> Result<()> {
     let conn = connect(&cfg).await?;
     let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
-    let state = api::ApiState::from_config(conn.client.clone(), status, &cfg.api, listen);
+    conn.report_to(&status);
+    let state = api::ApiState::from_config(conn.reader.clone(), status, &cfg.api, listen);
     api::serve(listen, state, shutdown_signal()).await
 }
 
@@ -285,13 +305,14 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         tracing::error!(plugin = %r, "plugin rejected");
     }
 
+    // Private before anything is written into it: keys, checkpoints, spool.
+    private_dir(&cfg.state_dir)?;
     let conn = connect(cfg).await?;
-    std::fs::create_dir_all(&cfg.state_dir)
-        .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
     let (cp_path, spool_dir) = state_paths(cfg);
     let checkpoints = CheckpointStore::open(&cp_path)?;
     let spool = Spool::open(&spool_dir)?;
     let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
+    conn.report_to(&status);
     let shutdown = opts.shutdown.clone();
 
     let mut writer = Writer::new(
@@ -377,7 +398,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     let api_task = match &opts.listen {
         Some(addr) => {
             let state =
-                api::ApiState::from_config(conn.client.clone(), status.clone(), &cfg.api, addr);
+                api::ApiState::from_config(conn.reader.clone(), status.clone(), &cfg.api, addr);
             let flag = shutdown.clone();
             let addr = addr.clone();
             Some(tokio::spawn(async move {

@@ -4,18 +4,10 @@
 
 mod common;
 
-use claude_ingest::sink::embedded::EmbeddedClickHouse;
+use claude_ingest::sink::embedded::{EmbeddedClickHouse, Role};
 use common::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_clickhouse_outage_without_loss_or_duplicates() {
@@ -23,27 +15,20 @@ async fn survives_a_clickhouse_outage_without_loss_or_duplicates() {
         eprintln!("outage test needs the embedded engine (it stops and restarts its own server); CLICKHOUSE_URL is set, so it runs on a private embedded server anyway");
     }
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server =
-        EmbeddedClickHouse::start_on_port(None, data.path(), port).expect("start private engine");
+    let server = EmbeddedClickHouse::start(None, data.path()).expect("start private engine");
+    let access = server.access().clone();
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let (mut cfg, _) = config("outage", root.path(), state.path());
-    cfg.clickhouse.url = server.url().to_string();
+    let writer = server.settings(Role::Writer, &cfg.clickhouse.database);
+    cfg.clickhouse.url = writer.url.clone();
+    cfg.clickhouse.user = writer.user.clone();
+    cfg.clickhouse.password = writer.password.clone();
     cfg.batch.max_delay_ms = 50;
     // Small bounds, so the test can see the tailer held back during the outage.
     cfg.batch.queue_capacity = 16;
     cfg.batch.max_rows = 50;
-    let ch = claude_ingest::sink::clickhouse::ChClient::new(
-        claude_ingest::sink::clickhouse::ChSettings {
-            url: server.url().to_string(),
-            user: "default".into(),
-            password: String::new(),
-            database: cfg.clickhouse.database.clone(),
-            lz4: false,
-        },
-    )
-    .unwrap();
+    let ch = claude_ingest::sink::clickhouse::ChClient::new(writer).unwrap();
 
     let file = root.path().join("p/s.jsonl");
     for i in 0..10 {
@@ -94,8 +79,7 @@ async fn survives_a_clickhouse_outage_without_loss_or_duplicates() {
     );
     assert!(snap.queue_depth <= snap.queue_capacity, "{snap:?}");
 
-    let server =
-        EmbeddedClickHouse::start_on_port(None, data.path(), port).expect("restart engine");
+    let server = EmbeddedClickHouse::restart(None, data.path(), &access).expect("restart engine");
     let total = 90 + 3 * burst as u64;
     assert_eq!(
         wait_count(&ch, q, total, Duration::from_secs(60)).await,

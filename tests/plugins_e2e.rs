@@ -279,7 +279,7 @@ fn big_lines(tag: &str) -> (String, String) {
     let mut out = String::new();
     while out.len() < 750 * 1024 {
         out.push_str(&format!(
-            "src/lib.rs:{i}: let v = map.get(\"key_{i}\")?; // ask ops@example.com\n"
+            "src/lib.rs:{i}: let v = map.get(\"key_{i}\")?; // ask ops@acmemail.io\n"
         ));
         i += 1;
     }

@@ -21,8 +21,7 @@ impl Drop for Engine {
 
 fn spawn_engine(
     cfg_file: &Path,
-    url: &str,
-    db: &str,
+    ch: &claude_ingest::config::ClickHouseSection,
     root: &Path,
     state: &Path,
     plugins: &Path,
@@ -39,7 +38,10 @@ fn spawn_engine(
             .arg(repo().join("rules"))
             .arg("--plugins")
             .arg(plugins)
-            .args(["--clickhouse-url", url, "--database", db])
+            .args(["--clickhouse-url", &ch.url, "--database", &ch.database])
+            // The login through the environment: a key never goes into argv.
+            .env("CLICKHOUSE_USER", &ch.user)
+            .env("CLICKHOUSE_PASSWORD", &ch.password)
             .args(["ingest", "--no-api"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -62,8 +64,6 @@ async fn kill_9_and_restart_loses_and_duplicates_nothing() {
     )
     .unwrap();
     let plugins = state.path().join("plugins");
-    let db = cfg.clickhouse.database.clone();
-    let url = cfg.clickhouse.url.clone();
 
     let mut exchanges = 0usize;
     for s in 0..4 {
@@ -81,7 +81,13 @@ async fn kill_9_and_restart_loses_and_duplicates_nothing() {
 
     let mut last = 0;
     for round in 0..3 {
-        let mut child = spawn_engine(&cfg_file, &url, &db, root.path(), state.path(), &plugins);
+        let mut child = spawn_engine(
+            &cfg_file,
+            &cfg.clickhouse,
+            root.path(),
+            state.path(),
+            &plugins,
+        );
         // let it store a good chunk more, then kill it hard mid-stream
         let target = last + 2500;
         let t0 = std::time::Instant::now();
@@ -111,7 +117,13 @@ async fn kill_9_and_restart_loses_and_duplicates_nothing() {
         exchanges += 1;
     }
 
-    let mut child = spawn_engine(&cfg_file, &url, &db, root.path(), state.path(), &plugins);
+    let mut child = spawn_engine(
+        &cfg_file,
+        &cfg.clickhouse,
+        root.path(),
+        state.path(),
+        &plugins,
+    );
     let want = (exchanges * 3) as u64;
     let got = wait_count(
         &ch,

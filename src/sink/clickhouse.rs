@@ -253,6 +253,15 @@ impl ChClient {
         ChClient::new(s)
     }
 
+    /// The same server and database under another login (e.g. the embedded
+    /// engine's read-only `reader`).
+    pub fn with_login(&self, user: &str, password: &str) -> Result<ChClient> {
+        let mut s = self.settings.clone();
+        s.user = user.to_string();
+        s.password = password.to_string();
+        ChClient::new(s)
+    }
+
     /// Cheap reachability check with a message that says what to do.
     pub async fn ping(&self) -> Result<()> {
         self.base

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> u64 {
@@ -46,6 +46,31 @@ pub struct IngestStatus {
     pub batch_bytes: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub rules_generation: AtomicU64,
+    /// The embedded engine's child process (unset in server mode).
+    pub engine: OnceLock<Arc<EngineHealth>>,
+}
+
+/// The embedded engine's child, as its supervisor sees it.
+#[derive(Debug, Default)]
+pub struct EngineHealth {
+    pub up: AtomicBool,
+    pub restarts: AtomicU64,
+    pub last_exit: Mutex<Option<String>>,
+}
+
+impl EngineHealth {
+    pub fn set_last_exit(&self, why: String) {
+        if let Ok(mut g) = self.last_exit.lock() {
+            *g = Some(why);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineSnapshot {
+    pub up: bool,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +100,7 @@ pub struct StatusSnapshot {
     pub batch_bytes: u64,
     pub last_error: Option<String>,
     pub rules_generation: u64,
+    pub embedded_engine: Option<EngineSnapshot>,
 }
 
 impl IngestStatus {
@@ -101,10 +127,16 @@ impl IngestStatus {
         let now = now_ms();
         let age = |v: u64| (v != 0).then(|| now.saturating_sub(v));
         let oldest = self.oldest_pending_ms.load(Relaxed);
+        let engine = self.engine.get().map(|e| EngineSnapshot {
+            up: e.up.load(Relaxed),
+            restarts: e.restarts.load(Relaxed),
+            last_exit: e.last_exit.lock().ok().and_then(|g| g.clone()),
+        });
         let down = self.clickhouse_down.load(Relaxed);
         let reason = self.degraded_reason.lock().ok().and_then(|g| g.clone());
+        let engine_down = engine.as_ref().is_some_and(|e| !e.up);
         StatusSnapshot {
-            status: if down || reason.is_some() {
+            status: if down || engine_down || reason.is_some() {
                 "degraded"
             } else {
                 "ok"
@@ -136,6 +168,7 @@ impl IngestStatus {
             batch_bytes: self.batch_bytes.load(Relaxed),
             last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
             rules_generation: self.rules_generation.load(Relaxed),
+            embedded_engine: engine,
         }
     }
 }

@@ -3,31 +3,38 @@
 //! gets its own fresh database, so tests can run in parallel.
 
 use super::clickhouse::{ChClient, ChSettings};
-use super::embedded::EmbeddedClickHouse;
+use super::embedded::{EmbeddedClickHouse, Role};
 use crate::config::{ClickHouseMode, Config};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-static EMBEDDED: OnceLock<Result<(String, EmbeddedClickHouse), String>> = OnceLock::new();
+static EMBEDDED: OnceLock<Result<EmbeddedClickHouse, String>> = OnceLock::new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// URL of the test server (starting the embedded one on first use).
 pub fn server_url() -> String {
-    if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
-        return url;
+    match embedded() {
+        Some(e) => e.url().to_string(),
+        None => std::env::var("CLICKHOUSE_URL").unwrap_or_default(),
+    }
+}
+
+/// The test process's embedded engine (started on first use); None when
+/// `CLICKHOUSE_URL` points the tests at a server.
+pub fn embedded() -> Option<&'static EmbeddedClickHouse> {
+    if std::env::var("CLICKHOUSE_URL").is_ok() {
+        return None;
     }
     let started = EMBEDDED.get_or_init(|| {
         remove_stale_dirs();
         let dir =
             std::env::temp_dir().join(format!("claude-ingest-test-ch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        EmbeddedClickHouse::start(None, &dir)
-            .map(|e| (e.url().to_string(), e))
-            .map_err(|e| format!("{e:#}"))
+        EmbeddedClickHouse::start(None, &dir).map_err(|e| format!("{e:#}"))
     });
     match started {
-        Ok((url, _)) => url.clone(),
+        Ok(e) => Some(e),
         Err(e) => panic!("cannot start the embedded ClickHouse for tests: {e}"),
     }
 }
@@ -58,14 +65,18 @@ pub fn fresh_database(prefix: &str) -> String {
     format!("t_{}_{}_{}", clean, std::process::id(), n)
 }
 
-/// Settings for a fresh database on the test server.
+/// Settings (the writer's login) for a fresh database on the test server.
 pub fn settings(prefix: &str) -> ChSettings {
-    ChSettings {
-        url: server_url(),
-        user: std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into()),
-        password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-        database: fresh_database(prefix),
-        lz4: false,
+    let database = fresh_database(prefix);
+    match embedded() {
+        Some(e) => e.settings(Role::Writer, &database),
+        None => ChSettings {
+            url: server_url(),
+            user: std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into()),
+            password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+            database,
+            lz4: false,
+        },
     }
 }
 
@@ -88,9 +99,19 @@ pub fn config(prefix: &str, root: &Path, state: &Path) -> (Config, ChSettings) {
     (cfg, settings)
 }
 
-/// Serves the API and dashboard over `client` on a free loopback port (for the
-/// rest of the runtime's life) and returns its base URL.
+/// Serves the API and dashboard over `client`'s database on a free loopback
+/// port (for the rest of the runtime's life) and returns its base URL. On the
+/// embedded engine it reads as the read-only `reader`, as `ingest` does.
 pub async fn serve_api(client: ChClient) -> std::io::Result<String> {
+    let client = match embedded() {
+        Some(e) => {
+            let r = e.access().credentials(Role::Reader);
+            client
+                .with_login(&r.user, &r.password)
+                .map_err(std::io::Error::other)?
+        }
+        None => client,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = crate::api::router(crate::api::ApiState::new(
