@@ -56,6 +56,10 @@ impl Default for ClickHouseSection {
 pub struct SourceSection {
     pub patterns: Vec<String>,
     pub poll_interval_ms: u64,
+    /// Safety rescan while file-system events work (they drive everything else).
+    pub rescan_interval_ms: u64,
+    /// A last line without `\n` is read once its file has been quiet this long.
+    pub partial_line_grace_ms: u64,
     pub max_line_bytes: usize,
 }
 
@@ -64,6 +68,8 @@ impl Default for SourceSection {
         SourceSection {
             patterns: vec!["*/*.jsonl".into(), "*/*/subagents/*.jsonl".into()],
             poll_interval_ms: 1000,
+            rescan_interval_ms: 30_000,
+            partial_line_grace_ms: 3000,
             max_line_bytes: 8 * 1024 * 1024,
         }
     }

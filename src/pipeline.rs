@@ -316,6 +316,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         root,
         patterns: cfg.source.patterns.clone(),
         poll_interval: cfg.poll_interval(),
+        rescan_interval: Duration::from_millis(cfg.source.rescan_interval_ms.max(10)),
+        partial_line_grace: Duration::from_millis(cfg.source.partial_line_grace_ms),
         max_line_bytes: cfg.source.max_line_bytes,
         follow: opts.follow,
     };
@@ -483,6 +485,23 @@ fn route_loop(
             SourceEvent::Removed(path) => {
                 clock.forget(&path);
                 SinkItem::Forget(path)
+            }
+            SourceEvent::Renamed {
+                from,
+                to,
+                checkpoint,
+            } => {
+                // The old name's checkpoint goes, the new name takes it; both
+                // in line order with the rows read before the rename.
+                clock.forget(&from);
+                if tx.blocking_send(SinkItem::Forget(from)).is_err() {
+                    break;
+                }
+                SinkItem::Rows {
+                    rows: Vec::new(),
+                    checkpoint: Some((to, checkpoint)),
+                    read_at_ms: now_ms(),
+                }
             }
             SourceEvent::CaughtUp => {
                 status.caught_up.store(true, Relaxed);

@@ -19,6 +19,8 @@ pub struct SpooledBatch {
     /// Rows grouped by table (BTreeMap: a deterministic insert order).
     pub tables: BTreeMap<String, Vec<crate::row::Columns>>,
     /// Checkpoint updates to commit once every table is stored (None = forget).
+    /// Paths kept exactly, even when not UTF-8.
+    #[serde(with = "crate::source::lossless_paths")]
     pub checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>,
 }
 
