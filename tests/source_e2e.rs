@@ -40,7 +40,9 @@ async fn non_utf8_project_dir_does_not_stop_the_others() {
     assert_eq!(count(&ch, lossy).await, 3);
     // The checkpoint holds the exact name: a second run reads nothing again.
     assert!(checkpoint_text(state.path(), ch.database()).contains("unix_bytes_hex"));
-    let again = run(&cfg, RunOptions::once()).await.expect("second backfill");
+    let again = run(&cfg, RunOptions::once())
+        .await
+        .expect("second backfill");
     assert_eq!(again.lines, 0, "{again}");
     assert_eq!(count(&ch, MESSAGES).await, 9);
     ch.drop_database().await.unwrap();
@@ -60,7 +62,9 @@ async fn session_renamed_between_runs_is_not_counted_twice() {
     let new = root.path().join("p/new-name.jsonl");
     std::fs::rename(&old, &new).unwrap();
     append(&new, &entry_lines("r", 2));
-    let summary = run(&cfg, RunOptions::once()).await.expect("second backfill");
+    let summary = run(&cfg, RunOptions::once())
+        .await
+        .expect("second backfill");
     assert_eq!(summary.lines, 3, "{summary}");
     assert_eq!(count(&ch, MESSAGES).await, 9);
     let cps = checkpoint_text(state.path(), ch.database());

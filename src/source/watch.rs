@@ -176,3 +176,82 @@ impl Work {
         self.rescan |= paths.iter().any(|p| pats.may_hold_files(root, p));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{DataChange, Flag, MetadataKind, RenameMode};
+    use notify::Event;
+
+    fn work(kind: EventKind, path: &str) -> Work {
+        let pats = Patterns::new(&["*/*.jsonl".into(), "*/*/subagents/*.jsonl".into()]).unwrap();
+        let mut w = Work::default();
+        w.add(
+            Path::new("/r"),
+            &pats,
+            Ok(Event::new(kind).add_path(PathBuf::from(path))),
+        );
+        w
+    }
+
+    #[test]
+    fn reads_and_metadata_are_not_work() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+        ] {
+            for path in ["/r/p/s.jsonl", "/r/p", "/r"] {
+                assert!(work(kind, path).is_empty(), "{kind:?} {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn writes_count_only_for_session_files() {
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let w = work(data, "/r/p/s.jsonl");
+        assert_eq!(w.files.len(), 1);
+        assert!(!w.rescan);
+        assert!(work(data, "/r/p/notes.txt").is_empty());
+        assert!(work(data, "/r/p/s/tool-results/x.txt").is_empty());
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(work(closed, "/r/p/s.jsonl").files.len(), 1);
+        let create = EventKind::Create(CreateKind::File);
+        assert_eq!(work(create, "/r/p/s/subagents/a.jsonl").files.len(), 1);
+    }
+
+    #[test]
+    fn new_dirs_renames_and_overflow_ask_for_a_rescan() {
+        assert!(work(EventKind::Create(CreateKind::Folder), "/r/new-project").rescan);
+        assert!(work(EventKind::Create(CreateKind::Folder), "/r/p/s/subagents").rescan);
+        assert!(
+            !work(
+                EventKind::Create(CreateKind::Folder),
+                "/r/p/s/subagents/deep"
+            )
+            .rescan
+        );
+        let name = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(work(name, "/r/p/s.jsonl").rescan);
+        assert!(!work(name, "/r/p/s/tool-results/x/y.txt").rescan);
+        let gone = work(EventKind::Remove(RemoveKind::Folder), "/r/p");
+        assert!(gone.rescan && gone.gone_dirs == vec![PathBuf::from("/r/p")]);
+        let pats = Patterns::new(&["*/*.jsonl".into()]).unwrap();
+        let mut w = Work::default();
+        w.add(
+            Path::new("/r"),
+            &pats,
+            Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan)),
+        );
+        assert!(w.rescan);
+        let mut w = Work::default();
+        w.add(
+            Path::new("/r"),
+            &pats,
+            Err(notify::Error::generic("queue overflow")),
+        );
+        assert!(w.rescan);
+    }
+}
