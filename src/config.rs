@@ -206,6 +206,10 @@ impl Config {
         if self.source.max_line_bytes < 1024 {
             bail!("source.max_line_bytes must be at least 1024");
         }
+        if self.source.partial_line_grace_ms < 100 {
+            // Shorter, and a line caught half-written would be cut in two.
+            bail!("source.partial_line_grace_ms must be at least 100");
+        }
         if !matches!(self.clickhouse.compression.as_str(), "none" | "lz4") {
             bail!(
                 "clickhouse.compression must be `none` or `lz4`, not `{}`",
@@ -237,6 +241,14 @@ impl Config {
 
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.source.poll_interval_ms.max(10))
+    }
+
+    pub fn rescan_interval(&self) -> Duration {
+        Duration::from_millis(self.source.rescan_interval_ms.max(10))
+    }
+
+    pub fn partial_line_grace(&self) -> Duration {
+        Duration::from_millis(self.source.partial_line_grace_ms)
     }
 
     pub fn batch_delay(&self) -> Duration {
@@ -298,5 +310,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("real server"));
+        let mut c = Config::default();
+        c.source.partial_line_grace_ms = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("partial_line_grace_ms"), "{err}");
+    }
+
+    #[test]
+    fn source_keys_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "source:\n  rescan_interval_ms: 5000\n  partial_line_grace_ms: 250\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.source.rescan_interval_ms, 5000);
+        assert_eq!(c.source.partial_line_grace_ms, 250);
+        assert_eq!(c.source.poll_interval_ms, 1000);
     }
 }

@@ -316,8 +316,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         root,
         patterns: cfg.source.patterns.clone(),
         poll_interval: cfg.poll_interval(),
-        rescan_interval: Duration::from_millis(cfg.source.rescan_interval_ms.max(10)),
-        partial_line_grace: Duration::from_millis(cfg.source.partial_line_grace_ms),
+        rescan_interval: cfg.rescan_interval(),
+        partial_line_grace: cfg.partial_line_grace(),
         max_line_bytes: cfg.source.max_line_bytes,
         follow: opts.follow,
     };
