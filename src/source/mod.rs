@@ -1,4 +1,11 @@
 //! Finding, tailing and checkpointing Claude Code JSONL files.
+//!
+//! * `discover`: walks the root (symlinks followed, each inode once);
+//! * `watch`: per-directory notify watches, and which events are work;
+//! * `follow`: one tracked file: polls, reads, lines, unterminated last lines;
+//! * `scan`: the initial pass, rescans (renames, replacements, deletions) and
+//!   the follow loop;
+//! * `offsets`: durable checkpoints, fingerprints, lossless path encoding.
 
 mod discover;
 mod follow;
