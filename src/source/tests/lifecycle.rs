@@ -139,6 +139,27 @@ fn symlinked_project_dirs_are_followed_once_without_loops() {
     assert_eq!(st.skipped, 4, "{st:?}");
 }
 
+/// Appends in a project reached through a symlink arrive as events too.
+#[test]
+fn symlinked_project_is_followed_live() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let f = d.path().join("elsewhere/proj/s.jsonl");
+    write(&f, b"{\"o\":1}\n");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(d.path().join("elsewhere/proj"), root.join("linked")).unwrap();
+    let mut c = cfg(&root, true, 1024);
+    c.rescan_interval = Duration::from_secs(3600); // events only
+    let mut live = Live::start_with(c);
+    assert_eq!(live.caught_up(), vec!["{\"o\":1}"]);
+    append(&f, b"{\"o\":2}\n");
+    assert_eq!(live.next_line(), "{\"o\":2}");
+    // a project linked while running
+    write(&d.path().join("other/s.jsonl"), b"{\"p\":1}\n");
+    std::os::unix::fs::symlink(d.path().join("other"), root.join("linked2")).unwrap();
+    assert_eq!(live.next_line(), "{\"p\":1}");
+}
+
 /// Collects what the tailer logs (it runs on the test's thread here).
 #[derive(Clone, Default)]
 struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
