@@ -181,7 +181,7 @@ impl Tailer<'_> {
             let mut cp = start.get(&f.path).copied();
             if cp.is_none() {
                 if let Some((from, c)) = take_orphan(&mut orphans, f) {
-                    tracing::info!(from = %from.display(), to = %f.path.display(), "file renamed while the engine was stopped: reading goes on where it was");
+                    tracing::info!(from = %from.display(), to = %f.path.display(), "file renamed while the engine was stopped: its checkpoint moves to the new name");
                     self.stats.renames += 1;
                     if !self.send(SourceEvent::Renamed {
                         from,
@@ -233,24 +233,34 @@ fn orphans(
     let here: HashSet<&Path> = found.iter().map(|f| f.path.as_path()).collect();
     let mut out: HashMap<FileId, Vec<(PathBuf, FileCheckpoint)>> = HashMap::new();
     for (p, cp) in start {
-        if !here.contains(p.as_path()) && !p.exists() {
+        let gone =
+            std::fs::symlink_metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if !here.contains(p.as_path()) && gone {
             out.entry(cp.file_id).or_default().push((p.clone(), *cp));
         }
     }
     out
 }
 
+/// The checkpoint a file found under a new name takes: one of its inode whose
+/// fingerprint matches, else any of its inode (the old name is gone and the
+/// inode is here, so that checkpoint is stale anyway; `track` then sees the
+/// mismatch and reads the file from the start).
 fn take_orphan(
     orphans: &mut HashMap<FileId, Vec<(PathBuf, FileCheckpoint)>>,
     f: &Found,
 ) -> Option<(PathBuf, FileCheckpoint)> {
     let list = orphans.get_mut(&f.stat.id)?;
-    let i = list.iter().position(|(_, cp)| {
+    let matches = |cp: &FileCheckpoint| {
         cp.offset <= f.stat.len
             && read_head(&f.path, cp.offset.min(FINGERPRINT_BYTES as u64))
                 .is_ok_and(|h| fingerprint_bytes(&h) == cp.fingerprint)
-    })?;
-    Some(list.swap_remove(i))
+    };
+    let i = list.iter().position(|(_, cp)| matches(cp));
+    match i {
+        Some(i) => Some(list.swap_remove(i)),
+        None => list.pop(),
+    }
 }
 
 fn start_watch(cfg: &SourceConfig) -> (Option<Watch>, Option<Events>) {

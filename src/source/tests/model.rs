@@ -2,7 +2,8 @@
 //! file-source tests: random sequences of file-system actions are applied to a
 //! real file and to a model of the lines that must come out; after every
 //! restart (a pass resuming from the checkpoints the writer would have stored)
-//! the lines read so far must equal the model's, in order, each exactly once.
+//! the lines read so far must equal the model's, in order, each exactly once
+//! (a truncation loses what was not read before it, as a truncation must).
 
 use super::*;
 use proptest::prelude::*;
@@ -17,6 +18,9 @@ enum Act {
     Newline,
     /// Rename the file to a new matching name (sometimes in another project).
     Rename,
+    /// Truncate the file in place: what was not read yet is lost, what
+    /// follows is read from the start.
+    Truncate,
     /// Run a pass from the stored checkpoints, and compare.
     Restart,
 }
@@ -27,6 +31,7 @@ fn act() -> impl Strategy<Value = Act> {
         1 => Just(Act::Partial),
         1 => Just(Act::Newline),
         1 => Just(Act::Rename),
+        1 => Just(Act::Truncate),
         2 => Just(Act::Restart),
     ]
 }
@@ -103,6 +108,11 @@ impl World {
                 std::fs::rename(&self.path, &to).unwrap();
                 self.path = to;
             }
+            Act::Truncate => {
+                std::fs::File::create(&self.path).unwrap();
+                self.model.expected = self.got.clone();
+                self.model.pending.clear();
+            }
             Act::Restart => self.restart(),
         }
     }
@@ -116,7 +126,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn every_line_is_read_once_across_restarts_renames_and_partial_lines(
