@@ -56,6 +56,10 @@ impl Default for ClickHouseSection {
 pub struct SourceSection {
     pub patterns: Vec<String>,
     pub poll_interval_ms: u64,
+    /// Safety rescan while file-system events work (they drive everything else).
+    pub rescan_interval_ms: u64,
+    /// A last line without `\n` is read once its file has been quiet this long.
+    pub partial_line_grace_ms: u64,
     pub max_line_bytes: usize,
 }
 
@@ -64,6 +68,8 @@ impl Default for SourceSection {
         SourceSection {
             patterns: vec!["*/*.jsonl".into(), "*/*/subagents/*.jsonl".into()],
             poll_interval_ms: 1000,
+            rescan_interval_ms: 30_000,
+            partial_line_grace_ms: 3000,
             max_line_bytes: 8 * 1024 * 1024,
         }
     }
@@ -241,6 +247,10 @@ impl Config {
         if self.plugins.memory_mb.max(self.plugins.memory_max_mb) >= 4096 {
             bail!("plugins.memory_mb and plugins.memory_max_mb must be below 4096 (wasm32 memory)");
         }
+        if self.source.partial_line_grace_ms < 100 {
+            // Shorter, and a line caught half-written would be cut in two.
+            bail!("source.partial_line_grace_ms must be at least 100");
+        }
         if !matches!(self.clickhouse.compression.as_str(), "none" | "lz4") {
             bail!(
                 "clickhouse.compression must be `none` or `lz4`, not `{}`",
@@ -272,6 +282,14 @@ impl Config {
 
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.source.poll_interval_ms.max(10))
+    }
+
+    pub fn rescan_interval(&self) -> Duration {
+        Duration::from_millis(self.source.rescan_interval_ms.max(10))
+    }
+
+    pub fn partial_line_grace(&self) -> Duration {
+        Duration::from_millis(self.source.partial_line_grace_ms)
     }
 
     pub fn batch_delay(&self) -> Duration {
@@ -340,5 +358,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("plugins.memory_max_mb"));
+        let mut c = Config::default();
+        c.source.partial_line_grace_ms = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("partial_line_grace_ms"), "{err}");
+    }
+
+    #[test]
+    fn source_keys_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "source:\n  rescan_interval_ms: 5000\n  partial_line_grace_ms: 250\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.source.rescan_interval_ms, 5000);
+        assert_eq!(c.source.partial_line_grace_ms, 250);
+        assert_eq!(c.source.poll_interval_ms, 1000);
     }
 }

@@ -339,6 +339,8 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         root,
         patterns: cfg.source.patterns.clone(),
         poll_interval: cfg.poll_interval(),
+        rescan_interval: cfg.rescan_interval(),
+        partial_line_grace: cfg.partial_line_grace(),
         max_line_bytes: cfg.source.max_line_bytes,
         follow: opts.follow,
     };
@@ -551,6 +553,24 @@ fn route_loop(
             SourceEvent::Removed(path) => {
                 clock.forget(&path);
                 Some(SinkItem::Forget(path))
+            }
+            SourceEvent::Renamed {
+                from,
+                to,
+                checkpoint,
+            } => {
+                // The old name's checkpoint goes, the new name takes it; both
+                // in line order with the rows read before the rename.
+                clock.forget(&from);
+                if !sink.send(SinkItem::Forget(from)) {
+                    break;
+                }
+                Some(SinkItem::Rows {
+                    rows: Vec::new(),
+                    checkpoint: Some((to, checkpoint)),
+                    read_at_ms: now_ms(),
+                    permit: None,
+                })
             }
             SourceEvent::CaughtUp => Some(SinkItem::CaughtUp),
         };

@@ -6,8 +6,8 @@
 
 mod common;
 
-use claude_ingest::sink::clickhouse::{ChClient, ChSettings};
-use claude_ingest::sink::embedded::EmbeddedClickHouse;
+use claude_ingest::sink::clickhouse::ChClient;
+use claude_ingest::sink::embedded::{EmbeddedClickHouse, Role};
 use claude_ingest::sink::testing::SmallTmpfs;
 use common::*;
 use std::path::Path;
@@ -94,15 +94,12 @@ async fn disk_full_run(keep: u64) -> Option<String> {
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let (mut cfg, _) = config("diskfull", root.path(), state.path());
-    cfg.clickhouse.url = server.url().to_string();
-    let ch = ChClient::new(ChSettings {
-        url: server.url().to_string(),
-        user: "default".into(),
-        password: String::new(),
-        database: cfg.clickhouse.database.clone(),
-        lz4: false,
-    })
-    .unwrap();
+    // this engine's own writer login (each start makes its keys)
+    let login = server.settings(Role::Writer, &cfg.clickhouse.database);
+    cfg.clickhouse.url = login.url.clone();
+    cfg.clickhouse.user = login.user.clone();
+    cfg.clickhouse.password = login.password.clone();
+    let ch = ChClient::new(login).unwrap();
     ch.ensure_schema(&[]).await.expect("schema");
 
     let file = root.path().join("p/s.jsonl");

@@ -91,6 +91,8 @@ impl SpooledBatch {
 #[derive(Serialize, Deserialize)]
 struct Header {
     batch_id: String,
+    /// Paths kept exactly, even when not UTF-8.
+    #[serde(with = "crate::source::lossless_paths")]
     checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>,
     /// (table, byte length of its rows)
     tables: Vec<(String, usize)>,
@@ -102,6 +104,7 @@ struct Header {
 pub struct LegacyBatch {
     pub batch_id: String,
     pub tables: BTreeMap<String, Vec<Columns>>,
+    #[serde(with = "crate::source::lossless_paths")]
     pub checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>,
 }
 

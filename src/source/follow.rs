@@ -1,128 +1,54 @@
-//! Discovery and tailing. One thread owns every tracked file; files are not
-//! kept open between reads (a projects dir can hold thousands of sessions),
-//! each read opens the path, checks it is still the same inode, and reads from
-//! the remembered position.
+//! Tailing. One thread owns every tracked file; files are not kept open
+//! between reads (a projects dir can hold thousands of sessions): each read
+//! opens the path, checks it is still the same inode, and reads from the
+//! remembered position.
+//!
+//! Lines end with `\n`. A last line without one waits while its file is being
+//! written; once the file has been quiet for `partial_line_grace` it is read as
+//! a line of its own (Claude Code writes each line with its newline in one
+//! append, so a line still unterminated after seconds was written by a process
+//! that died or by another tool). Its checkpoint ends where its bytes end: if
+//! a writer appends more later, those bytes start a new line (`\n` first: an
+//! empty line, skipped; anything else: a line of its own, noted in the log).
 
+use super::discover::{file_id, Found, Patterns, Stat};
 use super::offsets::{fingerprint_bytes, FileCheckpoint, FINGERPRINT_BYTES};
-use super::{FileId, SourceLine};
-use anyhow::{bail, Context, Result};
-use notify::{RecursiveMode, Watcher};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use super::watch::Watch;
+use super::{FileId, SourceConfig, SourceEvent, SourceLine, SourceStats};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc::Sender;
 
 const READ_CHUNK: usize = 256 * 1024;
 
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub root: PathBuf,
-    /// Globs relative to root (`*` does not cross `/`).
-    pub patterns: Vec<String>,
-    pub poll_interval: Duration,
-    pub max_line_bytes: usize,
-    pub follow: bool,
-}
-
-#[derive(Debug)]
-pub enum SourceEvent {
-    Line(SourceLine),
-    /// The file was truncated or replaced; reading restarts at offset 0.
-    Reset {
-        path: PathBuf,
-        reason: String,
-    },
-    /// The file was deleted: forget its checkpoint once earlier lines are stored.
-    Removed(PathBuf),
-    /// Every file that existed at start has been read to its end.
-    CaughtUp,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SourceStats {
-    pub files: u64,
-    pub lines: u64,
-    pub bytes: u64,
-    pub resets: u64,
-}
-
-fn matcher(patterns: &[String]) -> Result<globset::GlobSet> {
-    let mut b = globset::GlobSetBuilder::new();
-    for p in patterns {
-        b.add(
-            globset::GlobBuilder::new(p)
-                .literal_separator(true)
-                .build()
-                .with_context(|| format!("bad source pattern `{p}`"))?,
-        );
-    }
-    Ok(b.build()?)
-}
-
-/// Files under `root` matching `patterns`, sorted.
-pub fn discover(root: &Path, patterns: &[String]) -> Result<Vec<PathBuf>> {
-    let set = matcher(patterns)?;
-    let depth = patterns
-        .iter()
-        .map(|p| {
-            if p.contains("**") {
-                16
-            } else {
-                p.split('/').count()
-            }
-        })
-        .max()
-        .unwrap_or(1);
-    let mut out = Vec::new();
-    walk(root, root, &set, depth, &mut out);
-    out.sort();
-    Ok(out)
-}
-
-fn walk(root: &Path, dir: &Path, set: &globset::GlobSet, depth: usize, out: &mut Vec<PathBuf>) {
-    if depth == 0 {
-        return;
-    }
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_dir() {
-            walk(root, &p, set, depth - 1, out);
-        } else if ft.is_file() {
-            if let Ok(rel) = p.strip_prefix(root) {
-                if set.is_match(rel) {
-                    out.push(p);
-                }
-            }
-        }
-    }
-}
-
-struct Tracked {
-    path: Arc<PathBuf>,
+pub(crate) struct Tracked {
+    pub path: Arc<PathBuf>,
     project: Arc<str>,
-    id: FileId,
+    pub id: FileId,
     /// Start of the first byte not yet part of an emitted (or skipped) line.
-    offset: u64,
+    pub offset: u64,
     /// Bytes after `offset` read so far without a newline (capped at max_line_bytes).
     partial: Vec<u8>,
     /// Length of the pending line, including bytes not kept in `partial`.
     partial_len: u64,
+    /// When the pending line is read as a line if the file stays quiet.
+    pub partial_due: Option<Instant>,
+    /// The last line emitted was an unterminated one (a later append continues it).
+    after_partial: bool,
     /// The file's first bytes, for fingerprints.
-    head: Vec<u8>,
+    pub head: Vec<u8>,
     /// Fingerprint once the file is at least FINGERPRINT_BYTES long (constant from then on).
     stable_fp: Option<u64>,
+    /// The file's metadata at the last poll: a poll that sees the same does nothing.
+    seen: Stat,
 }
 
 impl Tracked {
-    fn read_pos(&self) -> u64 {
+    pub fn read_pos(&self) -> u64 {
         self.offset + self.partial_len
     }
 
@@ -136,24 +62,64 @@ impl Tracked {
         fingerprint_bytes(&self.head[..n])
     }
 
+    /// Where reading resumes after a restart, as of what has been emitted.
+    pub fn checkpoint(&mut self) -> FileCheckpoint {
+        FileCheckpoint {
+            file_id: self.id,
+            offset: self.offset,
+            fingerprint: self.fingerprint_at(self.offset),
+        }
+    }
+
     fn reset(&mut self, id: FileId) {
         self.id = id;
         self.offset = 0;
         self.partial.clear();
         self.partial_len = 0;
+        self.partial_due = None;
+        self.after_partial = false;
         self.head.clear();
         self.stable_fp = None;
     }
-}
 
-fn file_id(m: &std::fs::Metadata) -> FileId {
-    FileId {
-        dev: m.dev(),
-        ino: m.ino(),
+    /// Take the pending bytes as one line ending at `next_offset`.
+    fn take_line(&mut self, next_offset: u64, max: usize) -> Option<SourceLine> {
+        let line_start = self.offset;
+        let length = self.partial_len;
+        let truncated = length > max as u64;
+        let mut bytes = std::mem::take(&mut self.partial);
+        if !truncated && bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        self.offset = next_offset;
+        self.partial_len = 0;
+        self.partial_due = None;
+        if bytes.iter().all(u8::is_ascii_whitespace) && !truncated {
+            return None;
+        }
+        Some(SourceLine {
+            path: self.path.clone(),
+            file_id: self.id,
+            project: self.project.clone(),
+            offset: line_start,
+            next_offset,
+            fingerprint: self.fingerprint_at(next_offset),
+            bytes,
+            length,
+            truncated,
+        })
+    }
+
+    /// Keep up to `max` bytes of a piece of the pending line; count all of it.
+    fn extend_partial(&mut self, piece: &[u8], max: usize) {
+        let room = max.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&piece[..piece.len().min(room)]);
+        self.partial_len += piece.len() as u64;
     }
 }
 
-fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     let mut buf = Vec::with_capacity(n as usize);
     (&mut f).take(n).read_to_end(&mut buf)?;
@@ -161,22 +127,54 @@ fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
 }
 
 /// Outcome of sending: false means the consumer is gone and we should stop.
-type Alive = bool;
+pub(crate) type Alive = bool;
 
-struct Tailer<'a> {
-    cfg: &'a SourceConfig,
+pub(crate) struct Tailer<'a> {
+    pub cfg: &'a SourceConfig,
+    pub pats: Patterns,
     tx: Sender<SourceEvent>,
-    shutdown: Arc<AtomicBool>,
-    files: BTreeMap<PathBuf, Tracked>,
-    stats: SourceStats,
+    pub shutdown: Arc<AtomicBool>,
+    pub files: BTreeMap<PathBuf, Tracked>,
+    pub stats: SourceStats,
+    /// Paths whose read failed, with the reason logged (each logged once).
+    read_warned: HashMap<PathBuf, String>,
+    /// Paths the last walk skipped, with the reason logged.
+    pub walk_warned: HashMap<PathBuf, String>,
+    /// A full rescan is wanted (rate-limited by the follow loop).
+    pub rescan_wanted: bool,
+    pub last_rescan: Instant,
+    /// File-system events (None: polling only).
+    pub watch: Option<Watch>,
 }
 
 impl Tailer<'_> {
-    fn send(&self, ev: SourceEvent) -> Alive {
+    pub fn new(
+        cfg: &SourceConfig,
+        pats: Patterns,
+        tx: Sender<SourceEvent>,
+        shutdown: Arc<AtomicBool>,
+        watch: Option<Watch>,
+    ) -> Tailer<'_> {
+        Tailer {
+            cfg,
+            pats,
+            tx,
+            shutdown,
+            files: BTreeMap::new(),
+            stats: SourceStats::default(),
+            read_warned: HashMap::new(),
+            walk_warned: HashMap::new(),
+            rescan_wanted: false,
+            last_rescan: Instant::now(),
+            watch,
+        }
+    }
+
+    pub fn send(&self, ev: SourceEvent) -> Alive {
         self.tx.blocking_send(ev).is_ok()
     }
 
-    fn project_of(&self, path: &Path) -> Arc<str> {
+    pub fn project_of(&self, path: &Path) -> Arc<str> {
         path.strip_prefix(&self.cfg.root)
             .ok()
             .and_then(|r| r.components().next())
@@ -185,27 +183,42 @@ impl Tailer<'_> {
             .into()
     }
 
-    /// Start tracking `path`, resuming at `cp` when it still describes this file.
-    fn track(&mut self, path: &Path, cp: Option<FileCheckpoint>) -> Alive {
-        let Ok(meta) = std::fs::metadata(path) else {
-            return true;
-        };
-        let id = file_id(&meta);
+    fn warn_read(&mut self, path: &Path, reason: String) {
+        if self.read_warned.get(path) != Some(&reason) {
+            tracing::warn!(path = %path.display(), %reason, "session file skipped until it can be read");
+            self.stats.skipped += 1;
+            self.read_warned.insert(path.to_path_buf(), reason);
+        }
+    }
+
+    fn read_ok(&mut self, path: &Path) {
+        if self.read_warned.remove(path).is_some() {
+            tracing::info!(path = %path.display(), "session file readable again");
+        }
+    }
+
+    /// Start tracking a file, resuming at `cp` when it still describes this file.
+    pub fn track(&mut self, f: &Found, cp: Option<FileCheckpoint>) -> Alive {
+        let path = &f.path;
         let mut t = Tracked {
-            path: Arc::new(path.to_path_buf()),
+            path: Arc::new(path.clone()),
             project: self.project_of(path),
-            id,
+            id: f.stat.id,
             offset: 0,
             partial: Vec::new(),
             partial_len: 0,
+            partial_due: None,
+            after_partial: false,
             head: Vec::new(),
             stable_fp: None,
+            seen: f.stat,
         };
         if let Some(cp) = cp {
             let head = read_head(path, cp.offset.min(FINGERPRINT_BYTES as u64)).unwrap_or_default();
-            let reason = if cp.file_id != id {
+            self.stats.reads += 1;
+            let reason = if cp.file_id != f.stat.id {
                 Some("replaced while the engine was stopped (new inode)")
-            } else if cp.offset > meta.len() {
+            } else if cp.offset > f.stat.len {
                 Some("truncated while the engine was stopped")
             } else if fingerprint_bytes(&head) != cp.fingerprint {
                 Some("rewritten while the engine was stopped (content changed)")
@@ -218,87 +231,128 @@ impl Tailer<'_> {
                     t.head = head;
                 }
                 Some(reason) => {
-                    self.stats.resets += 1;
-                    if !self.send(SourceEvent::Reset {
-                        path: path.to_path_buf(),
-                        reason: reason.to_string(),
-                    }) {
+                    if !self.send_reset(path, reason) {
                         return false;
                     }
                 }
             }
         }
+        if path.to_str().is_none() {
+            // Rows carry the name with U+FFFD for the bytes that are not UTF-8;
+            // checkpoints keep it exactly (see offsets::lossless_paths).
+            tracing::warn!(path = %path.display(), "path is not valid UTF-8: its rows name it with U+FFFD in place of the invalid bytes");
+            self.stats.non_utf8_paths += 1;
+        }
         tracing::debug!(path = %path.display(), offset = t.offset, "tracking file");
         self.stats.files += 1;
-        self.files.insert(path.to_path_buf(), t);
+        self.files.insert(path.clone(), t);
         true
     }
 
-    /// Check a tracked file for replacement, truncation, deletion; read new lines.
-    fn poll_file(&mut self, path: &Path) -> Alive {
+    pub fn send_reset(&mut self, path: &Path, reason: &str) -> Alive {
+        tracing::info!(path = %path.display(), reason, "file reset");
+        self.stats.resets += 1;
+        self.send(SourceEvent::Reset {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        })
+    }
+
+    /// Look at a tracked file (with `stat` when the caller has it): read what
+    /// was appended, notice truncation and in-place rewrites. A file gone or
+    /// replaced by another inode is left to the rescan, which can tell a
+    /// rename from a deletion.
+    pub fn poll_file(&mut self, path: &Path, stat: Option<Stat>) -> Alive {
+        let stat = match stat
+            .map(Ok)
+            .unwrap_or_else(|| std::fs::metadata(path).map(|m| Stat::of(&m)))
+        {
+            Ok(s) => s,
+            Err(_) => {
+                self.rescan_wanted = true;
+                return true;
+            }
+        };
         let Some(t) = self.files.get_mut(path) else {
             return true;
         };
-        let meta = match std::fs::metadata(path) {
-            Ok(m) => m,
-            Err(_) => {
-                tracing::info!(path = %path.display(), "file deleted");
-                self.files.remove(path);
-                return self.send(SourceEvent::Removed(path.to_path_buf()));
-            }
-        };
-        let id = file_id(&meta);
-        let mut reset = None;
-        if id != t.id {
-            reset = Some("replaced (new inode)");
-        } else if meta.len() < t.read_pos() {
-            reset = Some("truncated");
-        } else if t.offset > 0 && meta.len() > t.read_pos() && !t.head.is_empty() {
-            // Same inode, grew: make sure it was appended to, not rewritten.
-            let n = t.head.len().min(t.offset as usize) as u64;
-            if let Ok(now) = read_head(path, n) {
-                if now.len() as u64 == n && now[..] != t.head[..n as usize] {
-                    reset = Some("rewritten in place");
-                }
-            }
+        if stat.id != t.id {
+            self.rescan_wanted = true;
+            return true;
         }
-        if let Some(reason) = reset {
-            tracing::info!(path = %path.display(), reason, "file reset");
-            t.reset(id);
-            self.stats.resets += 1;
-            if !self.send(SourceEvent::Reset {
-                path: path.to_path_buf(),
-                reason: reason.to_string(),
-            }) {
+        if stat == t.seen && stat.len == t.read_pos() {
+            return true; // the common case: nothing changed, one stat
+        }
+        let reason = if stat.len < t.read_pos() {
+            Some("truncated")
+        } else if stat != t.seen && head_changed(path, t) {
+            Some("rewritten in place (the first bytes changed)")
+        } else {
+            None
+        };
+        t.seen = stat;
+        if let Some(reason) = reason {
+            t.reset(stat.id);
+            if !self.send_reset(path, reason) {
                 return false;
             }
         }
-        if meta.len() > self.files.get(path).map_or(0, Tracked::read_pos) {
+        let Some(t) = self.files.get(path) else {
+            return true;
+        };
+        if stat.len > t.read_pos() {
             return self.read_new(path);
         }
         true
     }
 
     /// Read from the remembered position to EOF, emitting complete lines.
-    fn read_new(&mut self, path: &Path) -> Alive {
-        let max = self.cfg.max_line_bytes;
-        let Some(t) = self.files.get_mut(path) else {
+    pub fn read_new(&mut self, path: &Path) -> Alive {
+        let Some(t) = self.files.get(path) else {
             return true;
         };
+        let (id, pos) = (t.id, t.read_pos());
+        self.stats.reads += 1;
         let mut f = match std::fs::File::open(path) {
             Ok(f) => f,
-            Err(_) => return true, // gone: the next poll reports it
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.rescan_wanted = true;
+                return true;
+            }
+            Err(e) => {
+                self.warn_read(path, format!("cannot open: {e}"));
+                return true;
+            }
         };
         match f.metadata() {
-            Ok(m) if file_id(&m) == t.id => {}
-            _ => return true, // replaced between stat and open: next poll resets
+            Ok(m) if file_id(&m) == id => {}
+            _ => {
+                self.rescan_wanted = true; // replaced between stat and open
+                return true;
+            }
         }
-        let mut pos = t.read_pos();
-        if f.seek(SeekFrom::Start(pos)).is_err() {
+        if let Err(e) = f.seek(SeekFrom::Start(pos)) {
+            self.warn_read(path, format!("cannot seek to {pos}: {e}"));
             return true;
         }
+        self.read_ok(path);
+        let grew = match self.read_to_end(path, &mut f, pos) {
+            Some(grew) => grew,
+            None => return false,
+        };
+        if grew {
+            let quiet = f.metadata().map(|m| Stat::of(&m).quiet_for());
+            self.schedule_partial(path, quiet.unwrap_or_default());
+        }
+        true
+    }
+
+    /// The read loop: chunks → lines → events. None when the consumer is gone,
+    /// else whether anything was read.
+    fn read_to_end(&mut self, path: &Path, f: &mut std::fs::File, mut pos: u64) -> Option<bool> {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut pending: Vec<SourceEvent> = Vec::new();
+        let start = pos;
         loop {
             let n = match f.read(&mut buf) {
                 Ok(0) => break,
@@ -308,188 +362,110 @@ impl Tailer<'_> {
                     break;
                 }
             };
-            let chunk = &buf[..n];
-            if (pos as usize) < FINGERPRINT_BYTES {
-                let take = (FINGERPRINT_BYTES - pos as usize).min(n);
-                if t.head.len() == pos as usize {
-                    t.head.extend_from_slice(&chunk[..take]);
-                }
-            }
-            let mut start = 0;
-            while let Some(i) = memchr::memchr(b'\n', &chunk[start..]) {
-                let piece = &chunk[start..start + i];
-                let room = max.saturating_sub(t.partial.len());
-                t.partial.extend_from_slice(&piece[..piece.len().min(room)]);
-                t.partial_len += piece.len() as u64;
-                let line_start = t.offset;
-                let length = t.partial_len;
-                let next_offset = line_start + length + 1;
-                let truncated = length > max as u64;
-                let mut bytes = std::mem::take(&mut t.partial);
-                if !truncated && bytes.last() == Some(&b'\r') {
-                    bytes.pop();
-                }
-                t.offset = next_offset;
-                t.partial_len = 0;
-                if !bytes.iter().all(u8::is_ascii_whitespace) || truncated {
-                    let fingerprint = t.fingerprint_at(next_offset);
-                    self.stats.lines += 1;
-                    self.stats.bytes += length + 1;
-                    pending.push(SourceEvent::Line(SourceLine {
-                        path: t.path.clone(),
-                        file_id: t.id,
-                        project: t.project.clone(),
-                        offset: line_start,
-                        next_offset,
-                        bytes,
-                        length,
-                        truncated,
-                        fingerprint,
-                    }));
-                }
-                start += i + 1;
-            }
-            let rest = &chunk[start..];
-            let room = max.saturating_sub(t.partial.len());
-            t.partial.extend_from_slice(&rest[..rest.len().min(room)]);
-            t.partial_len += rest.len() as u64;
+            let t = self.files.get_mut(path)?;
+            split_lines(t, &buf[..n], pos, self.cfg.max_line_bytes, &mut pending);
             pos += n as u64;
-            // Hand lines over chunk by chunk (backpressure applies here).
             for ev in pending.drain(..) {
-                if self.tx.blocking_send(ev).is_err() {
-                    return false;
+                if let SourceEvent::Line(l) = &ev {
+                    self.stats.lines += 1;
+                    self.stats.bytes += l.next_offset - l.offset;
+                }
+                // Hand lines over chunk by chunk (backpressure applies here).
+                if !self.send(ev) {
+                    return None;
                 }
             }
             if self.shutdown.load(Ordering::Relaxed) {
                 break;
             }
         }
+        Some(pos > start)
+    }
+
+    /// After a read that ended inside a line: when to take it as a line if the
+    /// file stays quiet (counted from the file's last write, so a file idle
+    /// since before the engine started is not waited for).
+    fn schedule_partial(&mut self, path: &Path, quiet_for: std::time::Duration) {
+        let grace = self.cfg.partial_line_grace;
+        if let Some(t) = self.files.get_mut(path) {
+            t.partial_due =
+                (t.partial_len > 0).then(|| Instant::now() + grace.saturating_sub(quiet_for));
+        }
+    }
+
+    /// Take every pending unterminated line whose file stayed quiet as a line.
+    pub fn flush_partials(&mut self, now: Instant) -> Alive {
+        let due: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.partial_due.is_some_and(|d| d <= now))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            // Look once more: a write since the last read postpones it.
+            if !self.poll_file(&p, None) {
+                return false;
+            }
+            let max = self.cfg.max_line_bytes;
+            let Some(t) = self.files.get_mut(&p) else {
+                continue;
+            };
+            if t.partial_due.is_none_or(|d| d > now) {
+                continue;
+            }
+            let end = t.read_pos();
+            t.after_partial = true;
+            if let Some(line) = t.take_line(end, max) {
+                tracing::info!(path = %p.display(), offset = line.offset, bytes = line.length, "file quiet: its unterminated last line is read as a line");
+                self.stats.partial_lines += 1;
+                self.stats.lines += 1;
+                self.stats.bytes += line.length;
+                if !self.send(SourceEvent::Line(line)) {
+                    return false;
+                }
+            }
+        }
         true
     }
 
-    fn rescan(&mut self) -> Alive {
-        let found: HashSet<PathBuf> = discover(&self.cfg.root, &self.cfg.patterns)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let known: Vec<PathBuf> = self.files.keys().cloned().collect();
-        for p in known {
-            if !self.poll_file(&p) {
-                return false;
-            }
-        }
-        let mut new: Vec<&PathBuf> = found
-            .iter()
-            .filter(|p| !self.files.contains_key(*p))
-            .collect();
-        new.sort();
-        for p in new {
-            tracing::info!(path = %p.display(), "new session file");
-            if !self.track(p, None) || !self.read_new(p) {
-                return false;
-            }
-        }
-        true
+    /// The earliest time an unterminated line falls due.
+    pub fn next_partial_due(&self) -> Option<Instant> {
+        self.files.values().filter_map(|t| t.partial_due).min()
     }
 }
 
-/// Run the tailer until shutdown (follow) or until the initial pass is done.
-pub fn run_source(
-    cfg: &SourceConfig,
-    start: HashMap<PathBuf, FileCheckpoint>,
-    tx: Sender<SourceEvent>,
-    shutdown: Arc<AtomicBool>,
-) -> Result<SourceStats> {
-    if !cfg.root.is_dir() {
-        bail!("root directory {} does not exist", cfg.root.display());
+/// Split a chunk read at file position `pos` into lines appended to `out`.
+fn split_lines(t: &mut Tracked, chunk: &[u8], pos: u64, max: usize, out: &mut Vec<SourceEvent>) {
+    if (pos as usize) < FINGERPRINT_BYTES && t.head.len() == pos as usize {
+        let take = (FINGERPRINT_BYTES - pos as usize).min(chunk.len());
+        t.head.extend_from_slice(&chunk[..take]);
     }
-    let mut tailer = Tailer {
-        cfg,
-        tx,
-        shutdown: shutdown.clone(),
-        files: BTreeMap::new(),
-        stats: SourceStats::default(),
-    };
-    // Watch before the initial pass so nothing written during it is missed.
-    let (ev_tx, ev_rx) = std::sync::mpsc::channel::<notify::Result<notify::Event>>();
-    let _watcher = if cfg.follow {
-        match notify::recommended_watcher(ev_tx) {
-            Ok(mut w) => match w.watch(&cfg.root, RecursiveMode::Recursive) {
-                Ok(()) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the root; polling only");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "no file watcher; polling only");
-                None
-            }
+    if t.after_partial {
+        t.after_partial = false;
+        if chunk.first() != Some(&b'\n') {
+            tracing::warn!(path = %t.path.display(), offset = pos, "a line read as unterminated was continued by a later write; the continuation is read as a line of its own");
         }
-    } else {
-        None
-    };
+    }
+    let mut start = 0;
+    while let Some(i) = memchr::memchr(b'\n', &chunk[start..]) {
+        t.extend_partial(&chunk[start..start + i], max);
+        let next_offset = t.offset + t.partial_len + 1;
+        if let Some(line) = t.take_line(next_offset, max) {
+            out.push(SourceEvent::Line(line));
+        }
+        start += i + 1;
+    }
+    t.extend_partial(&chunk[start..], max);
+}
 
-    for p in discover(&cfg.root, &cfg.patterns)? {
-        if shutdown.load(Ordering::Relaxed) {
-            return Ok(tailer.stats);
-        }
-        let cp = start.get(&p).copied();
-        if !tailer.track(&p, cp) || !tailer.read_new(&p) {
-            return Ok(tailer.stats);
-        }
+/// Did the first bytes of the file change since they were read?
+fn head_changed(path: &Path, t: &Tracked) -> bool {
+    let n = t.head.len() as u64;
+    if n == 0 {
+        return false;
     }
-    if !tailer.send(SourceEvent::CaughtUp) || !cfg.follow {
-        return Ok(tailer.stats);
+    match read_head(path, n) {
+        Ok(now) => now.len() as u64 == n && now[..] != t.head[..],
+        Err(_) => false,
     }
-
-    let set = matcher(&cfg.patterns)?;
-    let mut last_scan = Instant::now();
-    while !shutdown.load(Ordering::Relaxed) {
-        let mut dirty: HashSet<PathBuf> = HashSet::new();
-        let mut full = false;
-        match ev_rx.recv_timeout(Duration::from_millis(100).min(cfg.poll_interval)) {
-            Ok(first) => {
-                let mut handle = |ev: notify::Result<notify::Event>| match ev {
-                    Ok(ev) => {
-                        for p in ev.paths {
-                            let is_file = p
-                                .strip_prefix(&cfg.root)
-                                .map(|r| set.is_match(r))
-                                .unwrap_or(false);
-                            if is_file && tailer.files.contains_key(&p) {
-                                dirty.insert(p);
-                            } else {
-                                full = true; // a new file or directory, a rename...
-                            }
-                        }
-                    }
-                    Err(_) => full = true,
-                };
-                handle(first);
-                while let Ok(ev) = ev_rx.try_recv() {
-                    handle(ev);
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(100).min(cfg.poll_interval));
-            }
-        }
-        let mut dirty: Vec<PathBuf> = dirty.into_iter().collect();
-        dirty.sort();
-        for p in dirty {
-            if !tailer.poll_file(&p) {
-                return Ok(tailer.stats);
-            }
-        }
-        // The poll: catches what notify missed and picks up new files.
-        if full || last_scan.elapsed() >= cfg.poll_interval {
-            last_scan = Instant::now();
-            if !tailer.rescan() {
-                return Ok(tailer.stats);
-            }
-        }
-    }
-    Ok(tailer.stats)
 }

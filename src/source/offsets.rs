@@ -31,9 +31,64 @@ pub fn fingerprint_bytes(head: &[u8]) -> u64 {
     h
 }
 
+/// Serde for `Vec<(PathBuf, T)>` that keeps every path exactly. serde's own
+/// `PathBuf` impl refuses a path that is not UTF-8, and one such project
+/// directory then failed every checkpoint commit and every spooled batch:
+/// nothing was stored at all. A UTF-8 path is written as a string (as
+/// before); any other as `{"unix_bytes_hex": "..."}`.
+pub mod lossless_paths {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Raw { unix_bytes_hex: String },
+    }
+
+    fn repr(p: &Path) -> Repr {
+        match p.to_str() {
+            Some(s) => Repr::Text(s.to_owned()),
+            None => Repr::Raw {
+                unix_bytes_hex: hex::encode(p.as_os_str().as_bytes()),
+            },
+        }
+    }
+
+    fn path(r: Repr) -> Result<PathBuf, hex::FromHexError> {
+        match r {
+            Repr::Text(s) => Ok(PathBuf::from(s)),
+            Repr::Raw { unix_bytes_hex } => Ok(PathBuf::from(OsStr::from_bytes(&hex::decode(
+                unix_bytes_hex,
+            )?))),
+        }
+    }
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &[(PathBuf, T)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(p, t)| (repr(p), t)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<(PathBuf, T)>, D::Error> {
+        Vec::<(Repr, T)>::deserialize(d)?
+            .into_iter()
+            .map(|(r, t)| path(r).map(|p| (p, t)).map_err(D::Error::custom))
+            .collect()
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct OnDisk {
     version: u32,
+    #[serde(with = "lossless_paths")]
     files: Vec<(PathBuf, FileCheckpoint)>,
 }
 

@@ -6,11 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod idle;
+mod lifecycle;
+mod model;
+mod partial;
+
+/// Test config: fast polls, and a short grace for unterminated last lines.
 fn cfg(root: &Path, follow: bool, max: usize) -> SourceConfig {
     SourceConfig {
         root: root.to_path_buf(),
         patterns: vec!["*/*.jsonl".into(), "*/*/subagents/*.jsonl".into()],
         poll_interval: Duration::from_millis(100),
+        rescan_interval: Duration::from_millis(100),
+        partial_line_grace: Duration::from_millis(50),
         max_line_bytes: max,
         follow,
     }
@@ -30,21 +38,26 @@ fn append(p: &Path, s: &[u8]) {
     f.write_all(s).unwrap();
 }
 
-/// One pass (follow = false): every event, in order.
-fn pass(root: &Path, start: HashMap<PathBuf, FileCheckpoint>, max: usize) -> Vec<SourceEvent> {
-    let (tx, mut rx) = mpsc::channel(1000);
-    run_source(
-        &cfg(root, false, max),
-        start,
-        tx,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+/// Make a file look written long ago (a file nobody writes any more).
+fn age(p: &Path, by: Duration) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::SystemTime::now() - by).unwrap();
+}
+
+/// One pass (follow = false) with this config: every event, in order.
+fn pass_with(c: &SourceConfig, start: HashMap<PathBuf, FileCheckpoint>) -> Vec<SourceEvent> {
+    let (tx, mut rx) = mpsc::channel(10_000);
+    run_source(c, start, tx, Arc::new(AtomicBool::new(false))).unwrap();
     let mut out = Vec::new();
     while let Ok(e) = rx.try_recv() {
         out.push(e);
     }
     out
+}
+
+/// One pass (follow = false): every event, in order.
+fn pass(root: &Path, start: HashMap<PathBuf, FileCheckpoint>, max: usize) -> Vec<SourceEvent> {
+    pass_with(&cfg(root, false, max), start)
 }
 
 fn lines(evs: &[SourceEvent]) -> Vec<String> {
@@ -58,12 +71,31 @@ fn lines(evs: &[SourceEvent]) -> Vec<String> {
 
 fn last_checkpoints(evs: &[SourceEvent]) -> HashMap<PathBuf, FileCheckpoint> {
     let mut m = HashMap::new();
+    apply(&mut m, evs);
+    m
+}
+
+/// Fold events into a checkpoint map the way the writer does once they are stored.
+fn apply(m: &mut HashMap<PathBuf, FileCheckpoint>, evs: &[SourceEvent]) {
     for e in evs {
-        if let SourceEvent::Line(l) = e {
-            m.insert((*l.path).clone(), l.checkpoint());
+        match e {
+            SourceEvent::Line(l) => {
+                m.insert((*l.path).clone(), l.checkpoint());
+            }
+            SourceEvent::Removed(p) => {
+                m.remove(p);
+            }
+            SourceEvent::Renamed {
+                from,
+                to,
+                checkpoint,
+            } => {
+                m.remove(from);
+                m.insert(to.clone(), *checkpoint);
+            }
+            SourceEvent::Reset { .. } | SourceEvent::CaughtUp => {}
         }
     }
-    m
 }
 
 #[test]
@@ -80,7 +112,11 @@ fn reads_complete_lines_with_exact_offsets_and_projects() {
     let evs = pass(d.path(), HashMap::new(), 1024);
     let mut got = lines(&evs);
     got.sort();
-    assert_eq!(got, vec!["{\"a\":1}", "{\"b\":2}", "{\"sub\":1}"]);
+    // The unterminated last line is read once its file is quiet (here: 50 ms).
+    assert_eq!(
+        got,
+        vec!["{\"a\":1}", "{\"b\":2}", "{\"partial\":", "{\"sub\":1}"]
+    );
     let main: Vec<&SourceLine> = evs
         .iter()
         .filter_map(|e| match e {
@@ -88,10 +124,11 @@ fn reads_complete_lines_with_exact_offsets_and_projects() {
             _ => None,
         })
         .collect();
-    assert_eq!(main.len(), 2);
+    assert_eq!(main.len(), 3);
     assert_eq!((main[0].offset, main[0].next_offset), (0, 9));
     assert_eq!(main[0].bytes, b"{\"a\":1}");
     assert_eq!((main[1].offset, main[1].next_offset), (14, 22));
+    assert_eq!((main[2].offset, main[2].next_offset), (22, 33));
     assert_eq!(&*main[0].project, "proj-a");
     assert!(matches!(evs.last(), Some(SourceEvent::CaughtUp)));
 }
@@ -101,17 +138,26 @@ fn partial_line_waits_and_resume_continues_exactly() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("p/s.jsonl");
     write(&f, b"{\"n\":1}\n{\"n\":");
-    let evs = pass(d.path(), HashMap::new(), 1024);
-    assert_eq!(lines(&evs), vec!["{\"n\":1}"]);
+    // A file being written: the pass waits (up to the grace) for the newline,
+    // and the writer completes the line within it.
+    let mut c = cfg(d.path(), false, 1024);
+    c.partial_line_grace = Duration::from_secs(3);
+    let f2 = f.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        append(&f2, b"2}\n");
+    });
+    let evs = pass_with(&c, HashMap::new());
+    writer.join().unwrap();
+    assert_eq!(lines(&evs), vec!["{\"n\":1}", "{\"n\":2}"]);
     let cps = last_checkpoints(&evs);
-    append(&f, b"2}\n{\"n\":3}\n");
-    let evs = pass(d.path(), cps.clone(), 1024);
-    assert_eq!(lines(&evs), vec!["{\"n\":2}", "{\"n\":3}"]);
+    append(&f, b"{\"n\":3}\n");
+    let evs = pass(d.path(), cps, 1024);
+    assert_eq!(lines(&evs), vec!["{\"n\":3}"]);
     assert!(!evs.iter().any(|e| matches!(e, SourceEvent::Reset { .. })));
     // nothing new: nothing emitted
     let evs2 = pass(d.path(), last_checkpoints(&evs), 1024);
     assert!(lines(&evs2).is_empty());
-    let _ = cps;
 }
 
 #[test]
@@ -182,19 +228,22 @@ fn missing_root_is_a_clear_error() {
 struct Live {
     rx: mpsc::Receiver<SourceEvent>,
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Result<(), String>>>,
+    handle: Option<std::thread::JoinHandle<Result<SourceStats, String>>>,
 }
 
 impl Live {
     fn start(root: &Path) -> Live {
+        let mut c = cfg(root, true, 1024);
+        c.partial_line_grace = Duration::from_secs(3600);
+        Live::start_with(c)
+    }
+
+    fn start_with(c: SourceConfig) -> Live {
         let (tx, rx) = mpsc::channel(1000);
         let stop = Arc::new(AtomicBool::new(false));
-        let c = cfg(root, true, 1024);
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
-            run_source(&c, HashMap::new(), tx, s)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            run_source(&c, HashMap::new(), tx, s).map_err(|e| e.to_string())
         });
         Live {
             rx,
@@ -210,7 +259,7 @@ impl Live {
                 return e;
             }
             assert!(t0.elapsed() < Duration::from_secs(5), "no event within 5 s");
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -221,13 +270,43 @@ impl Live {
             }
         }
     }
+
+    /// Wait until the initial pass is done, returning the lines it read.
+    fn caught_up(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            match self.next() {
+                SourceEvent::CaughtUp => return out,
+                SourceEvent::Line(l) => out.push(String::from_utf8_lossy(&l.bytes).into_owned()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Nothing arrives for `d`.
+    fn quiet_for(&mut self, d: Duration) {
+        std::thread::sleep(d);
+        if let Ok(e) = self.rx.try_recv() {
+            panic!("expected no event, got {e:?}");
+        }
+    }
+
+    /// Stop the tailer and return its counters.
+    fn stop(mut self) -> SourceStats {
+        self.stop.store(true, Ordering::SeqCst);
+        let h = self.handle.take().unwrap();
+        h.join().unwrap().unwrap()
+    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
-            h.join().unwrap().unwrap();
+            let r = h.join();
+            if !std::thread::panicking() {
+                r.unwrap().unwrap();
+            }
         }
     }
 }
