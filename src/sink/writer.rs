@@ -89,6 +89,7 @@ pub struct Writer {
     seq: u64,
     caught_up: bool,
     inserts: Arc<AtomicU64>,
+    failing: Arc<AtomicU64>,
     pub stats: WriterStats,
 }
 
@@ -275,6 +276,7 @@ impl Writer {
             seq: 0,
             caught_up: false,
             inserts: Arc::new(AtomicU64::new(0)),
+            failing: Arc::new(AtomicU64::new(0)),
             stats: WriterStats::default(),
         })
     }
@@ -583,6 +585,7 @@ impl Writer {
             status: self.status.clone(),
             shutdown: self.shutdown.clone(),
             inserts: self.inserts.clone(),
+            failing: self.failing.clone(),
         }
     }
 }
@@ -640,6 +643,9 @@ struct Inserter {
     status: Arc<IngestStatus>,
     shutdown: Arc<AtomicBool>,
     inserts: Arc<AtomicU64>,
+    /// Inserts currently failing. Tables are inserted concurrently: one
+    /// table's success must not clear the alarm while another still fails.
+    failing: Arc<AtomicU64>,
 }
 
 impl Inserter {
@@ -692,6 +698,7 @@ impl Inserter {
     async fn insert_retrying(&self, table: &str, data: Bytes, token: &str) -> Result<()> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0u32;
+        let mut failed = false;
         loop {
             attempt += 1;
             self.inserts.fetch_add(1, Relaxed);
@@ -701,14 +708,19 @@ impl Inserter {
                 .await
             {
                 Ok(()) => {
-                    self.recovered();
+                    self.settle(failed);
                     return Ok(());
                 }
                 Err(e) => e,
             };
             let kind = classify_error(&err);
             if kind == FailureKind::Data {
+                self.settle(failed);
                 return Err(err);
+            }
+            if !failed {
+                failed = true;
+                self.failing.fetch_add(1, Relaxed);
             }
             self.report(kind, &err);
             if self.shutdown.load(Relaxed) {
@@ -732,6 +744,17 @@ impl Inserter {
         };
         self.status
             .set_degraded(Some(format!("{what}; retrying, checkpoints held: {err:#}")));
+    }
+
+    /// An insert is done (stored, or refused for its data): when it had
+    /// failed and no other insert is failing, ClickHouse stores rows again.
+    fn settle(&self, failed: bool) {
+        if failed && self.failing.fetch_sub(1, Relaxed) > 1 {
+            return;
+        }
+        if self.failing.load(Relaxed) == 0 {
+            self.recovered();
+        }
     }
 
     fn recovered(&self) {
