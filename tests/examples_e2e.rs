@@ -251,6 +251,16 @@ async fn examples_land_exactly_and_idempotently() {
         exp["summary_session"].as_str().unwrap()
     );
 
+    // the per-day view saw every message exactly once
+    assert_eq!(
+        count(&ch, "SELECT sum(messages) FROM claude_daily_activity").await,
+        n("message_lines")
+    );
+    assert_eq!(
+        count(&ch, "SELECT sum(prompts) FROM claude_daily_activity").await,
+        n("prompts")
+    );
+
     // dead letters carry the reason and the (redacted) raw line
     assert_eq!(
         count(&ch, "SELECT count() FROM claude_dead_letters").await,

@@ -37,45 +37,82 @@ pub(super) async fn overview(
 ) -> ApiResult {
     let f = filters(&q, &["from", "to", "project"], 100)?;
     let scope = format!("{TS_RANGE} AND {PROJECT}");
-    let messages = format!(
-        "SELECT toDate(timestamp) AS day, uniqExact(session_id) AS sessions, count() AS messages,
-                countIf(message_kind = 'prompt') AS prompts, sum(tool_use_count) AS tool_calls
-         FROM claude_messages WHERE {scope} GROUP BY day"
+    // Message counts from the per-day view, usage from one scan of the requests.
+    let day_scope = "date >= toDate({from:DateTime64(3, 'UTC')}) AND date < toDate({to:DateTime64(3, 'UTC')}) + 1 AND ({project:String} = '' OR project = {project:String})";
+    let activity = format!(
+        "SELECT date AS day, uniqMerge(sessions) AS sessions, sum(messages) AS messages, sum(prompts) AS prompts,
+                sum(tool_calls) AS tool_calls
+         FROM claude_daily_activity WHERE {day_scope} GROUP BY day"
     );
     let requests = format!(
         "SELECT toDate(timestamp) AS day, {TOKEN_SUMS} FROM {REQUESTS} WHERE {scope} GROUP BY day"
     );
     let daily = format!(
-        "SELECT toString(day) AS day, * EXCEPT day FROM ({messages}) AS m FULL OUTER JOIN ({requests}) AS r USING day
+        "SELECT toString(day) AS day, * EXCEPT day FROM ({activity}) AS m FULL OUTER JOIN ({requests}) AS r USING day
          ORDER BY day"
     );
     let totals = format!(
-        "SELECT * FROM
-           (SELECT uniqExact(session_id) AS sessions, count() AS messages, countIf(message_kind = 'prompt') AS prompts,
-                   sum(tool_use_count) AS tool_calls, uniqExact(project) AS projects,
-                   toString(min(toDate(timestamp))) AS first_day, toString(max(toDate(timestamp))) AS last_day
-            FROM claude_messages WHERE {scope}) AS m
-         CROSS JOIN (SELECT {TOKEN_SUMS} FROM {REQUESTS} WHERE {scope}) AS r"
+        "SELECT uniqMerge(sessions) AS sessions, sum(messages) AS messages, sum(prompts) AS prompts,
+                sum(tool_calls) AS tool_calls, uniqExact(project) AS projects,
+                toString(min(date)) AS first_day, toString(max(date)) AS last_day
+         FROM claude_daily_activity WHERE {day_scope}"
     );
     let projects = "SELECT DISTINCT project FROM claude_sessions ORDER BY project LIMIT 1000";
-    let unpriced = format!(
-        "SELECT model, count() AS responses, sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS tokens
-         FROM {REQUESTS} WHERE NOT priced AND {scope} GROUP BY model ORDER BY responses DESC"
-    );
+    let unpriced = unpriced_models(&scope);
     let (daily, totals, projects, unpriced) = tokio::join!(
         rows(&s, &daily, &f),
         rows(&s, &totals, &f),
         rows(&s, projects, &f),
         rows(&s, &unpriced, &f)
     );
+    let daily = daily?;
+    let mut totals = first(totals?);
+    add_usage_sums(&mut totals, &daily);
     let projects: Vec<Value> = projects?
         .into_iter()
         .filter_map(|mut r| r.remove("project"))
         .collect();
     Ok(Json(
-        json!({"filters": echo(&f), "totals": first(totals?), "daily": daily?,
+        json!({"filters": echo(&f), "totals": totals, "daily": daily,
         "projects": projects, "unpriced_models": unpriced?}),
     ))
+}
+
+/// Models without a price, with their requests and tokens. Only the few
+/// unpriced rows are read (no FINAL over the table): each request's final
+/// snapshot is picked by `argMax` on the same rank the table keeps.
+fn unpriced_models(scope: &str) -> String {
+    format!(
+        "SELECT model, count() AS responses, sum(t) AS tokens
+         FROM (SELECT model, argMax(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens,
+                                    snapshot_rank) AS t
+               FROM claude_requests WHERE NOT priced AND {scope}
+               GROUP BY project, message_id, request_id, model)
+         GROUP BY model ORDER BY responses DESC"
+    )
+}
+
+/// The usage sums of `TOKEN_SUMS` over `parts` (per-day or per-session
+/// rows), added to `totals`: the same figures without a second scan.
+fn add_usage_sums(totals: &mut Value, parts: &[Map<String, Value>]) {
+    const SUMS: [&str; 7] = [
+        "responses",
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "tokens",
+        "unpriced_responses",
+    ];
+    let Some(t) = totals.as_object_mut() else {
+        return;
+    };
+    for key in SUMS {
+        let n: u64 = parts.iter().filter_map(|r| r.get(key)?.as_u64()).sum();
+        t.insert(key.into(), Value::from(n));
+    }
+    let cost: f64 = parts.iter().filter_map(|r| r.get("cost")?.as_f64()).sum();
+    t.insert("cost".into(), Value::from((cost * 1e6).round() / 1e6));
 }
 
 pub(super) async fn sessions(
@@ -98,29 +135,71 @@ pub(super) async fn sessions(
          GROUP BY project, session_id
          HAVING last_activity >= {{from:DateTime64(3, 'UTC')}} AND first_activity < {{to:DateTime64(3, 'UTC')}}"
     );
-    let in_range =
-        format!("(project, session_id) IN (SELECT project, session_id FROM ({grouped}))");
-    let usage = format!(
-        "SELECT project, session_id, {TOKEN_SUMS} FROM {REQUESTS} WHERE {PROJECT} AND {in_range}
-         GROUP BY project, session_id"
-    );
     let list = format!(
         "SELECT project, session_id, toString(first_activity) AS first_activity,
                 toString(last_activity) AS last_activity, * EXCEPT (project, session_id, first_activity, last_activity)
          FROM (SELECT * FROM ({grouped}) ORDER BY last_activity DESC LIMIT {{lim:UInt32}}) AS g
-         LEFT JOIN ({usage}) AS u USING (project, session_id)
          LEFT JOIN ({SESSION_SUMMARIES}) AS sm USING (project, session_id)
          ORDER BY last_activity DESC"
     );
-    let totals = format!(
-        "SELECT * FROM (SELECT count() AS sessions, sum(entries) AS entries, sum(prompts) AS prompts,
-                               round(avg(duration_s), 1) AS avg_duration_s FROM ({grouped})) AS g
-         CROSS JOIN (SELECT {TOKEN_SUMS} FROM {REQUESTS} WHERE {PROJECT} AND {in_range}) AS u"
+    // Usage of every session in range in one scan: the listed ones take
+    // theirs, the totals add them all.
+    let usage = format!(
+        "SELECT project, session_id, {TOKEN_SUMS} FROM {REQUESTS}
+         WHERE {PROJECT} AND (project, session_id) IN (SELECT project, session_id FROM ({grouped}))
+         GROUP BY project, session_id"
     );
-    let (list, totals) = tokio::join!(rows(&s, &list, &f), rows(&s, &totals, &f));
+    let totals = format!(
+        "SELECT count() AS sessions, sum(entries) AS entries, sum(prompts) AS prompts,
+                round(avg(duration_s), 1) AS avg_duration_s FROM ({grouped})"
+    );
+    let (list, usage, totals) = tokio::join!(
+        rows(&s, &list, &f),
+        rows(&s, &usage, &f),
+        rows(&s, &totals, &f)
+    );
+    let usage = usage?;
+    let mut totals = first(totals?);
+    add_usage_sums(&mut totals, &usage);
+    let list = attach_usage(list?, &usage);
     Ok(Json(
-        json!({"filters": echo(&f), "totals": first(totals?), "sessions": list?}),
+        json!({"filters": echo(&f), "totals": totals, "sessions": list}),
     ))
+}
+
+/// Each session row gets its usage figures (zeros when it has none).
+fn attach_usage(
+    mut list: Vec<Map<String, Value>>,
+    usage: &[Map<String, Value>],
+) -> Vec<Map<String, Value>> {
+    let key = |r: &Map<String, Value>| {
+        (
+            r.get("project")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            r.get("session_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let by_session: HashMap<_, _> = usage.iter().map(|u| (key(u), u)).collect();
+    for row in &mut list {
+        let mut sums = json!({});
+        match by_session.get(&key(row)) {
+            Some(u) => sums = Value::Object((*u).clone()),
+            None => add_usage_sums(&mut sums, &[]),
+        }
+        if let Value::Object(m) = sums {
+            for (k, v) in m {
+                if k != "project" && k != "session_id" {
+                    row.insert(k, v);
+                }
+            }
+        }
+    }
+    list
 }
 
 pub(super) async fn context_trends(
@@ -157,36 +236,63 @@ pub(super) async fn cost_analysis(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let f = filters(&q, RANGE, 10)?;
-    let scope = format!("{TS_RANGE} AND {PROJECT}");
-    let by_day = format!(
-        "SELECT toString(toDate(timestamp)) AS day, round(sum(ifNull(cost, 0)), 6) AS cost,
-                sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS tokens
-         FROM {REQUESTS} WHERE {scope} GROUP BY day ORDER BY day"
-    );
-    let by_project = format!(
-        "SELECT project, round(sum(ifNull(cost, 0)), 6) AS cost, uniqExact(session_id) AS sessions, count() AS responses
-         FROM {REQUESTS} WHERE {scope} GROUP BY project ORDER BY cost DESC LIMIT {{lim:UInt32}}"
-    );
-    // Per model, with what the burn rate needs: one scan of the requests.
-    let by_model = format!(
-        "SELECT model, {TOKEN_SUMS},
+    // One scan of the requests feeds every panel: grouping sets per day, per
+    // project, per model (with what the burn rate needs) and per session.
+    let sql = format!(
+        "SELECT grouping(day, project, model, session_id) AS level, toString(day) AS day, project, model, session_id,
+                count() AS responses, sum(tok) AS tokens, round(sum(usd), 6) AS cost,
+                sum(output_tokens) AS output_tokens, uniqExact(session_id) AS sessions,
+                countIf(NOT priced) AS unpriced_responses,
                 toUnixTimestamp64Milli(min(timestamp)) AS first_ms, toUnixTimestamp64Milli(max(timestamp)) AS last_ms,
-                sumIf(ifNull(claude_requests.cost, 0), timestamp >= now64(3) - INTERVAL 24 HOUR) AS cost_last_24h
-         FROM {REQUESTS} WHERE model != '' AND {scope}
-         GROUP BY model ORDER BY cost DESC"
+                toString(max(timestamp)) AS last_activity,
+                sumIf(usd, timestamp >= now64(3) - INTERVAL 24 HOUR) AS cost_last_24h
+         FROM (SELECT toDate(timestamp) AS day, project, model, session_id, timestamp, output_tokens, priced,
+                      input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens AS tok,
+                      ifNull(cost, 0) AS usd
+               FROM {REQUESTS} WHERE {TS_RANGE} AND {PROJECT})
+         GROUP BY GROUPING SETS ((day), (project), (model), (project, session_id))"
     );
-    let by_session = format!(
-        "SELECT project, session_id, round(sum(ifNull(cost, 0)), 6) AS cost, toString(max(timestamp)) AS last_activity
-         FROM {REQUESTS} WHERE {scope}
-         GROUP BY project, session_id ORDER BY cost DESC LIMIT {{lim:UInt32}}"
+    let all = rows(&s, &sql, &f).await?;
+    let part = |level: u64, keep: &[&str]| -> Vec<Map<String, Value>> {
+        all.iter()
+            .filter(|r| r.get("level").and_then(Value::as_u64) == Some(level))
+            .map(|r| {
+                keep.iter()
+                    .filter_map(|k| Some((k.to_string(), r.get(*k)?.clone())))
+                    .collect()
+            })
+            .collect()
+    };
+    // grouping() sets a bit for each column NOT in the set: day, project, model, session_id
+    let mut by_day = part(0b0111, &["day", "cost", "tokens"]);
+    let mut by_project = part(0b1011, &["project", "cost", "sessions", "responses"]);
+    let mut models = part(
+        0b1101,
+        &[
+            "model",
+            "cost",
+            "responses",
+            "output_tokens",
+            "tokens",
+            "unpriced_responses",
+            "first_ms",
+            "last_ms",
+            "cost_last_24h",
+        ],
     );
-    let (d, p, m, se) = tokio::join!(
-        rows(&s, &by_day, &f),
-        rows(&s, &by_project, &f),
-        rows(&s, &by_model, &f),
-        rows(&s, &by_session, &f)
-    );
-    let mut models = m?;
+    let mut top = part(0b1010, &["project", "session_id", "cost", "last_activity"]);
+    let text = |r: &Map<String, Value>, k: &str| {
+        r.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let cost = |r: &Map<String, Value>| r.get("cost").and_then(Value::as_f64).unwrap_or(0.0);
+    by_day.sort_by_key(|r| text(r, "day"));
+    for list in [&mut by_project, &mut models, &mut top] {
+        list.sort_by(|a, b| cost(b).total_cmp(&cost(a)));
+    }
+    models.retain(|r| !text(r, "model").is_empty());
     let burn = burn_rate(&models);
     let unpriced: Vec<Value> = models
         .iter()
@@ -198,10 +304,12 @@ pub(super) async fn cost_analysis(
         r.remove("last_ms");
         r.remove("cost_last_24h");
     }
-    models.truncate(f.limit as usize);
+    for list in [&mut by_project, &mut models, &mut top] {
+        list.truncate(f.limit as usize);
+    }
     Ok(Json(
-        json!({"filters": echo(&f), "burn_rate": burn, "by_day": d?, "by_project": p?, "by_model": models,
-        "top_sessions": se?, "unpriced_models": unpriced}),
+        json!({"filters": echo(&f), "burn_rate": burn, "by_day": by_day, "by_project": by_project,
+        "by_model": models, "top_sessions": top, "unpriced_models": unpriced}),
     ))
 }
 

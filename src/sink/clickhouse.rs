@@ -40,6 +40,10 @@ pub const BUILTIN_SCHEMA: &[(&str, &str)] = &[
         "007_claude_dead_letters.sql",
         include_str!("../../schema/007_claude_dead_letters.sql"),
     ),
+    (
+        "008_claude_daily_activity.sql",
+        include_str!("../../schema/008_claude_daily_activity.sql"),
+    ),
 ];
 
 /// One DDL statement and where it came from (for error messages).
