@@ -495,12 +495,13 @@ mod tests {
     #[test]
     fn splits_builtin_schema() {
         let st = schema_statements(&[]).unwrap();
-        // 7 tables, plus the ALTERs that upgrade older databases in place
+        // 8 tables and a view, plus the ALTERs that upgrade older databases in place
         let creates = st
             .iter()
             .filter(|s| s.sql.starts_with("CREATE TABLE"))
             .count();
-        assert_eq!(creates, 7);
+        assert_eq!(creates, 8);
+        assert!(st.iter().any(|s| s.sql.contains("MATERIALIZED VIEW")));
         assert!(st.iter().all(|s| s.sql.contains("IF NOT EXISTS")));
         assert!(st.iter().any(|s| s.sql.starts_with("ALTER TABLE")));
     }
