@@ -165,15 +165,7 @@ async fn user_plugin_dropped_into_a_running_engine() {
     let plugins = state.path().join("plugins");
     let rules = state.path().join("rules");
     std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::create_dir_all(&rules).unwrap();
-    for f in [
-        "00-reference.yaml",
-        "10-redact.yaml",
-        "20-classify.yaml",
-        "30-tables.yaml",
-    ] {
-        std::fs::copy(repo().join("rules").join(f), rules.join(f)).unwrap();
-    }
+    copy_default_rules(&rules);
     std::fs::create_dir_all(root.path().join("p")).unwrap();
     let (mut cfg, ch) = config("plugins_live", root.path(), state.path());
     cfg.plugins_dir = plugins.clone();
@@ -407,15 +399,7 @@ async fn dead_letter_of_a_large_line_points_at_the_whole_line() {
     let plugins = state.path().join("plugins");
     let rules = state.path().join("rules");
     std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::create_dir_all(&rules).unwrap();
-    for f in [
-        "00-reference.yaml",
-        "10-redact.yaml",
-        "20-classify.yaml",
-        "30-tables.yaml",
-    ] {
-        std::fs::copy(repo().join("rules").join(f), rules.join(f)).unwrap();
-    }
+    copy_default_rules(&rules);
     std::fs::write(plugins.join("trapper.wat"), TRAPPER).unwrap();
     std::fs::write(
         rules.join("80-trap.yaml"),

@@ -18,6 +18,18 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Copies the default rule pack into `dir`, all of it but the plugin steps
+/// (tests add their own), so prices, redaction and tables stay the shipped ones.
+pub fn copy_default_rules(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(repo().join("rules")).unwrap().flatten() {
+        let name = e.file_name();
+        if name != "50-plugins.yaml" && e.path().extension().is_some_and(|x| x == "yaml") {
+            std::fs::copy(e.path(), dir.join(&name)).unwrap();
+        }
+    }
+}
+
 /// A config for the test server with a fresh database and its own state dir.
 pub fn config(prefix: &str, root: &Path, state: &Path) -> (Config, ChClient) {
     let (mut cfg, settings) = testing::config(prefix, root, state);
