@@ -1,5 +1,7 @@
 //! Cost per entry of the rule engine alone and with one WASM plugin called on
-//! every entry: prints entries/s for both and the overhead ratio.
+//! every entry: prints entries/s for both and the overhead ratio, and the
+//! router's cost (parse + rules, one thread) against its anchor measured in
+//! the same run, serde_json parsing the same lines (medians of 5 rounds).
 //!
 //! `cargo bench --bench rules_plugins` (needs `plugins/build.sh` to have run;
 //! env BENCH_ENTRIES, default 30000).
@@ -50,6 +52,36 @@ fn measure(rules: &RuleSet, plugins: &dyn PluginCaller, lines: &[String]) -> (f6
     (lines.len() as f64 / t0.elapsed().as_secs_f64(), rows)
 }
 
+/// Lines/s of serde_json parsing the lines into a `Value` (the anchor).
+fn parse_only(lines: &[String]) -> f64 {
+    let t0 = Instant::now();
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).expect("valid");
+        std::hint::black_box(v);
+    }
+    lines.len() as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Router (parse + rules) against the parse anchor, interleaved rounds.
+fn router_vs_anchor(rules: &RuleSet, lines: &[String]) {
+    let (mut anchor, mut router) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        anchor.push(parse_only(lines));
+        router.push(measure(rules, &NoPlugins, lines).0);
+    }
+    let (a, r) = (median(anchor), median(router));
+    println!(
+        "router (parse + rules, 1 thread): {r:>9.0} lines/s ({:.2} µs/line); serde_json parse alone {a:.0} lines/s; ratio {:.3}",
+        1e6 / r,
+        r / a
+    );
+}
+
 fn pack(repo: &Path, extra: Option<&str>) -> RuleSet {
     let mut sources: Vec<(PathBuf, String)> = std::fs::read_dir(repo.join("rules"))
         .unwrap()
@@ -74,6 +106,11 @@ fn main() {
         .unwrap_or(30_000);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lines = entries(n);
+    let plain = pack(repo, None);
+    router_vs_anchor(&plain, &lines);
+    if std::env::var_os("BENCH_ROUTER_ONLY").is_some() {
+        return;
+    }
     let dist = repo.join("plugins/dist");
     // The defaults of the `plugins:` config section (budgets scaled by input size).
     let limits = PluginLimits::default();
@@ -85,7 +122,6 @@ fn main() {
         dist.display()
     );
 
-    let plain = pack(repo, None);
     let with_plugin = pack(repo, Some("plugins:\n  - plugin: dangerous_bash\n"));
     // warm up both paths
     measure(&plain, &NoPlugins, &lines[..lines.len().min(2000)]);

@@ -3,11 +3,120 @@
 //! Rows are dynamic on purpose: which tables exist and which columns they get
 //! is decided by the YAML rule pack and by plugins, not by Rust structs, so a
 //! format change is a rules edit rather than a recompile.
+//!
+//! Columns are a plain vector of (name, value) pairs, not a hash map: a row
+//! has a few dozen columns at most, is built once and read once in order, and
+//! the rule engine shares each column name (`Arc<str>`, interned when the
+//! rules load), so building a row costs one allocation and no hashing.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use std::sync::Arc;
 
-/// Column name → JSON value, in the order the rule produced them.
-pub type Columns = serde_json::Map<String, serde_json::Value>;
+/// Column name → JSON value, in the order the rule produced them; names unique.
+#[derive(Debug, Clone, Default)]
+pub struct Columns(Vec<(Arc<str>, Value)>);
+
+impl Columns {
+    pub fn new() -> Self {
+        Columns(Vec::new())
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Columns(Vec::with_capacity(n))
+    }
+
+    /// Set `name` to `value` (replacing an earlier value of the same name in place).
+    pub fn insert(&mut self, name: impl Into<Arc<str>>, value: Value) -> Option<Value> {
+        let name = name.into();
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => Some(std::mem::replace(v, value)),
+            None => {
+                self.0.push((name, value));
+                None
+            }
+        }
+    }
+
+    /// Append a column the caller knows is not there yet (the rule compiler
+    /// rejects duplicate column names), without the uniqueness scan.
+    pub(crate) fn push_unique(&mut self, name: Arc<str>, value: Value) {
+        debug_assert!(self.get(&name).is_none(), "duplicate column {name}");
+        self.0.push((name, value));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Equal when they hold the same columns, whatever their order (like a map).
+impl PartialEq for Columns {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl std::ops::Index<&str> for Columns {
+    type Output = Value;
+    /// Like `serde_json::Map`: panics when the column is missing (tests).
+    fn index(&self, name: &str) -> &Value {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no column `{name}` in the row"))
+    }
+}
+
+impl<'a> IntoIterator for &'a Columns {
+    type Item = (&'a str, &'a Value);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Arc<str>, Value)>,
+        fn(&'a (Arc<str>, Value)) -> (&'a str, &'a Value),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+}
+
+impl From<serde_json::Map<String, Value>> for Columns {
+    fn from(m: serde_json::Map<String, Value>) -> Self {
+        Columns(m.into_iter().map(|(k, v)| (Arc::from(k), v)).collect())
+    }
+}
+
+impl From<Columns> for serde_json::Map<String, Value> {
+    fn from(c: Columns) -> Self {
+        c.0.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}
+
+impl Serialize for Columns {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// From a JSON object (plugin output, spooled batches of older versions).
+impl<'de> Deserialize<'de> for Columns {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Map::<String, Value>::deserialize(d).map(Columns::from)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
@@ -23,8 +132,29 @@ impl Row {
         }
     }
 
-    pub fn with(mut self, column: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
-        self.columns.insert(column.into(), value.into());
+    pub fn with(mut self, column: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
+        self.columns.insert(column, value.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn columns_keep_order_replace_in_place_and_round_trip() {
+        let r = Row::new("t").with("b", 1).with("a", 2).with("b", 3);
+        let names: Vec<&str> = r.columns.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(r.columns["b"], 3);
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"table":"t","columns":{"b":3,"a":2}}"#);
+        let back: Row = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        let swapped = Row::new("t").with("a", 2).with("b", 3);
+        assert_eq!(swapped, r, "equality ignores column order, like a map");
+        assert_ne!(Row::new("t").with("a", json!(2)), r);
     }
 }

@@ -103,12 +103,11 @@ pub fn parse_line(bytes: &[u8]) -> Result<Entry, ParseError> {
     }
     // Reject invalid UTF-8 up front with a precise position: serde_json would
     // also fail, but with a less useful message.
-    if let Err(e) = std::str::from_utf8(trimmed) {
-        return Err(ParseError::InvalidUtf8 {
-            at: e.valid_up_to(),
-        });
-    }
-    let raw: Value = serde_json::from_slice(trimmed).map_err(|e| ParseError::Json {
+    let text = std::str::from_utf8(trimmed).map_err(|e| ParseError::InvalidUtf8 {
+        at: e.valid_up_to(),
+    })?;
+    // From the checked `str`: serde_json does not validate the UTF-8 again.
+    let raw: Value = serde_json::from_str(text).map_err(|e| ParseError::Json {
         column: e.column(),
         message: strip_position(&e.to_string()),
     })?;

@@ -780,7 +780,7 @@ fn example_bash_commands() {
     let row = &out.rows[0];
     assert_eq!(row.table, "plugin_bash_commands");
     assert_eq!(
-        serde_json::Value::Object(row.columns.clone()),
+        serde_json::Value::Object(row.columns.clone().into()),
         json!({
             "session_id": "sess-1",
             "uuid": "u-1",

@@ -192,7 +192,7 @@ fn encode_row(
     let mut first = true;
     for (k, v) in cols {
         if !known.contains(k) {
-            if warned.insert((table.to_string(), k.clone())) {
+            if warned.insert((table.to_string(), k.to_string())) {
                 tracing::warn!(table, column = %k, "rules write a column the table does not have; ignoring it");
             }
             continue;
