@@ -107,10 +107,12 @@ fn text<'a>(f: &Func, args: &Args<'a, '_>) -> Out<'a> {
         Func::Sha256 => args.text(0, |t| hex::encode(Sha256::digest(t.as_bytes()))),
         Func::Json => {
             let v = args.get(0);
+            // `to_string` (not `Display`): the same compact text, without the
+            // formatter adapter in between.
             string(if v.is_null() {
                 String::new()
             } else {
-                v.to_string()
+                serde_json::to_string(v.as_ref()).unwrap_or_default()
             })
         }
         _ => args.text(0, str::to_string),
