@@ -7,9 +7,7 @@
 
 use super::expr::{slot, Ctx, Env, Expr};
 use super::redact;
-use super::{
-    ApplyError, EntryInput, LabelSource, PluginStep, Routed, RuleSet, TableStep,
-};
+use super::{ApplyError, EntryInput, LabelSource, PluginStep, Routed, RuleSet, TableStep};
 use crate::plugins::api::{PluginCaller, PluginError, PluginOutput};
 use crate::row::{Columns, Row};
 use serde::Serialize;
@@ -176,7 +174,13 @@ impl RuleSet {
     }
 
     /// Take a plugin's output into the entry; true when it drops the entry.
-    fn absorb(&self, step: &PluginStep, st: &mut State, out: PluginOutput, rows: &mut Vec<Row>) -> bool {
+    fn absorb(
+        &self,
+        step: &PluginStep,
+        st: &mut State,
+        out: PluginOutput,
+        rows: &mut Vec<Row>,
+    ) -> bool {
         if !out.redact.is_empty() {
             let marker = format!("[REDACTED:{}]", step.plugin);
             let n = redact::mask_literals(&mut st.doc, &out.redact, &marker);
@@ -235,7 +239,10 @@ fn dynamic_labels(e: &Expr, ctx: &Ctx<'_>) -> Vec<String> {
     let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
     match e.eval(ctx).as_ref() {
         Value::String(s) => nonempty(s).into_iter().collect(),
-        Value::Array(a) => a.iter().filter_map(|v| v.as_str().and_then(nonempty)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().and_then(nonempty))
+            .collect(),
         _ => Vec::new(),
     }
 }

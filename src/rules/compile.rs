@@ -146,7 +146,10 @@ fn named(
 fn glob_list(at: &mut At<'_>, name: &str, list: &[String]) -> Option<globset::GlobSet> {
     let mut b = globset::GlobSetBuilder::new();
     for g in list {
-        match globset::GlobBuilder::new(g).literal_separator(false).build() {
+        match globset::GlobBuilder::new(g)
+            .literal_separator(false)
+            .build()
+        {
             Ok(g) => {
                 b.add(g);
             }

@@ -2,8 +2,8 @@
 //! Arity and literal arguments were checked when the expression compiled.
 
 use super::eval::{as_text, eval, loose_eq, num, num_value_f, truthy, NULL};
-use crate::rules::pricing::Usage;
 use super::{Ctx, Func, Node};
+use crate::rules::pricing::Usage;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -44,9 +44,7 @@ fn boolean<'a>(b: bool) -> Out<'a> {
 pub(super) fn call<'a>(f: &'a Func, nodes: &'a [Node], ctx: &Ctx<'a>) -> Out<'a> {
     let args = Args { nodes, ctx };
     match f {
-        Func::Coalesce | Func::If | Func::Exists | Func::Bool | Func::HasLabel => {
-            logic(f, &args)
-        }
+        Func::Coalesce | Func::If | Func::Exists | Func::Bool | Func::HasLabel => logic(f, &args),
         Func::Text | Func::AllText | Func::Preview | Func::Sha256 | Func::Json | Func::Str => {
             text(f, &args)
         }
@@ -54,9 +52,7 @@ pub(super) fn call<'a>(f: &'a Func, nodes: &'a [Node], ctx: &Ctx<'a>) -> Out<'a>
             strings(f, &args)
         }
         Func::Basename | Func::Dirname | Func::Extension | Func::FirstWord => paths(f, &args),
-        Func::Matches(_) | Func::Glob(_) | Func::InGlobs(_) | Func::Lookup(_) => {
-            matching(f, &args)
-        }
+        Func::Matches(_) | Func::Glob(_) | Func::InGlobs(_) | Func::Lookup(_) => matching(f, &args),
         Func::Contains | Func::StartsWith | Func::EndsWith | Func::CountType | Func::Union => {
             collections(f, &args)
         }
@@ -268,9 +264,11 @@ fn pricing<'a>(f: &Func, args: &Args<'a, '_>) -> Out<'a> {
     let price = model.as_str().and_then(|m| args.ctx.env.pricing.get(m));
     match f {
         Func::Priced => boolean(price.is_some()),
-        Func::ContextWindow => {
-            Cow::Owned(price.and_then(|p| p.context_window).map_or(Value::Null, Value::from))
-        }
+        Func::ContextWindow => Cow::Owned(
+            price
+                .and_then(|p| p.context_window)
+                .map_or(Value::Null, Value::from),
+        ),
         _ => {
             let Some(p) = price else {
                 return Cow::Borrowed(&NULL);

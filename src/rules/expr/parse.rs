@@ -385,7 +385,10 @@ fn arity(name: &str, args: &[Node], min: usize, max: usize) -> Result<(), String
     if (min..=max).contains(&args.len()) {
         Ok(())
     } else if min == max {
-        Err(format!("{name}() takes {min} argument(s), got {}", args.len()))
+        Err(format!(
+            "{name}() takes {min} argument(s), got {}",
+            args.len()
+        ))
     } else {
         Err(format!(
             "{name}() takes {min} to {max} arguments, got {}",

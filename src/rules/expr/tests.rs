@@ -154,4 +154,3 @@ proptest::proptest! {
         }
     }
 }
-
