@@ -541,7 +541,7 @@ fn route_loop(
                 let rows = route_line(&line, &rs, &plugins, &status, &mut clock);
                 Some(SinkItem::Rows {
                     rows,
-                    checkpoint: Some(((*line.path).clone(), line.checkpoint())),
+                    checkpoint: Some((line.path.clone(), line.checkpoint())),
                     read_at_ms: now,
                     permit: None, // charged by `RouterSink::send`
                 })
@@ -567,7 +567,7 @@ fn route_loop(
                 }
                 Some(SinkItem::Rows {
                     rows: Vec::new(),
-                    checkpoint: Some((to, checkpoint)),
+                    checkpoint: Some((Arc::new(to), checkpoint)),
                     read_at_ms: now_ms(),
                     permit: None,
                 })
