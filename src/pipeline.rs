@@ -458,9 +458,11 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     })
 }
 
+/// Resolves once `flag` is set (a slow poll: it only bounds how late a
+/// caller's stop request is noticed, and an idle engine should not spin).
 async fn wait_flag(flag: Arc<AtomicBool>) {
     while !flag.load(Relaxed) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

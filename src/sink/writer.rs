@@ -660,6 +660,29 @@ mod tests {
         }
     }
 
+    /// Consecutive updates of one file share an entry; the last update of
+    /// each file wins (a forget after rows, rows after a forget), and files
+    /// keep the order they were first seen in.
+    #[test]
+    fn checkpoint_updates_keep_the_last_per_file() {
+        let (a, b) = (Arc::new(PathBuf::from("/a")), Arc::new(PathBuf::from("/b")));
+        let mut bl = Building::default();
+        bl.set_checkpoint(a.clone(), Some(cp(1)));
+        bl.set_checkpoint(a.clone(), Some(cp(2)));
+        assert_eq!(bl.checkpoints.len(), 1);
+        bl.set_checkpoint(b.clone(), Some(cp(3)));
+        bl.set_checkpoint(Arc::new(PathBuf::from("/a")), None);
+        bl.set_checkpoint(b.clone(), None);
+        bl.set_checkpoint(b, Some(cp(4)));
+        assert_eq!(
+            bl.checkpoint_updates(),
+            vec![
+                (PathBuf::from("/a"), None),
+                (PathBuf::from("/b"), Some(cp(4)))
+            ]
+        );
+    }
+
     fn pending(dir: &std::path::Path) -> usize {
         Spool::open(&dir.join("spool"))
             .unwrap()
