@@ -8,21 +8,36 @@
 //!   same files into a 13-column MergeTree;
 //! * the engine's backfill end to end (the release binary, into the test
 //!   ClickHouse), with its peak RSS;
+//! * the writer alone (encode → spool → insert → commit) fed rows routed
+//!   beforehand, in process, into the same ClickHouse;
 //! * `ingest` following unchanged files: CPU used while idle;
 //! * append → row visible with the default config (p50 / p95).
 //!
-//! `cargo bench --bench ingest_throughput` (env BENCH_LINES, default 300000;
-//! BENCH_IDLE_SECS 10; BENCH_APPENDS 60).
+//! Throughput figures are medians of `BENCH_RUNS` runs (default 3), the
+//! engine's backfill and ClickHouse's own load taken in turns so that both see
+//! the same machine load.
+//!
+//! `cargo bench --bench ingest_throughput` (env BENCH_LINES, default 300000,
+//! or BENCH_1M=1 for the 1M-line corpus; BENCH_RUNS 3; BENCH_WRITER_LINES
+//! 30000; BENCH_IDLE_SECS 10; BENCH_APPENDS 60).
 
+use claude_ingest::config::BatchSection;
 use claude_ingest::parse::parse_line;
 use claude_ingest::plugins::api::NoPlugins;
+use claude_ingest::row::Row;
 use claude_ingest::rules::{EntryInput, RuleSet};
 use claude_ingest::sink::clickhouse::{ChClient, ChSettings};
+use claude_ingest::sink::spool::Spool;
+use claude_ingest::sink::status::IngestStatus;
 use claude_ingest::sink::testing;
+use claude_ingest::sink::writer::{run_writer, SinkItem, Writer, WriterConfig};
+use claude_ingest::source::CheckpointStore;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn exchange(session: &str, n: usize) -> [String; 3] {
@@ -167,20 +182,123 @@ fn engine(args: &[&str], settings: &ChSettings, root: &Path, state: &Path) -> Co
     c
 }
 
-/// The release binary's backfill: lines/s and its peak RSS in MiB.
-fn backfill(root: &Path, lines: usize) -> (f64, f64, ChSettings) {
+/// The release binary's backfill into a fresh database: lines/s and the
+/// engine's own peak RSS in MiB (VmHWM, read until it exits: a forked
+/// child's ru_maxrss would count this process's memory at the fork).
+fn backfill(root: &Path, lines: usize, rt: &tokio::runtime::Runtime) -> (f64, f64) {
     let settings = testing::settings("bench_ingest");
     let state = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
-    let status = engine(&["backfill", "--quiet"], &settings, root, state.path())
-        .status()
+    let mut child = engine(&["backfill", "--quiet"], &settings, root, state.path())
+        .spawn()
         .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0.0f64;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        let text = std::fs::read_to_string(&status_file).unwrap_or_default();
+        let hwm = text
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+        peak_kib = peak_kib.max(hwm.unwrap_or(0.0));
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let secs = t0.elapsed().as_secs_f64();
     assert!(status.success());
-    // SAFETY: getrusage only writes the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    (lines as f64 / secs, ru.ru_maxrss as f64 / 1024.0, settings)
+    let ch = ChClient::new(settings).unwrap();
+    let stored = rt.block_on(ch.count("claude_messages", false)).unwrap();
+    assert_eq!(stored as usize, lines, "every line stored once");
+    rt.block_on(ch.drop_database()).unwrap();
+    (lines as f64 / secs, peak_kib / 1024.0)
+}
+
+/// Lines routed beforehand (parse + default rules), so the writer can be
+/// measured alone.
+fn routed_lines(repo: &Path, root: &Path, max: usize) -> Vec<Vec<Row>> {
+    let rules = RuleSet::load_dir(&repo.join("rules")).unwrap();
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = claude_ingest::source::discover(root, &["*/*.jsonl".into()])
+        .unwrap()
+        .into_iter()
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let file = f.to_string_lossy();
+        let mut offset = 0u64;
+        for l in text.lines() {
+            if out.len() == max {
+                return out;
+            }
+            let e = parse_line(l.as_bytes()).unwrap();
+            let input = EntryInput {
+                doc: e.raw,
+                project: "p",
+                source_file: &file,
+                offset,
+                fallback_time: None,
+            };
+            out.push(rules.apply(input, &NoPlugins).unwrap().rows);
+            offset += l.len() as u64 + 1;
+        }
+    }
+    out
+}
+
+/// The writer alone, default batch settings: routed lines in, stored rows
+/// out (encode, spool with fsync, insert, checkpoint commit). Lines/s.
+fn writer_alone(rt: &tokio::runtime::Runtime, lines: Vec<Vec<Row>>) -> f64 {
+    let n = lines.len();
+    let state = tempfile::tempdir().unwrap();
+    let batch = BatchSection::default();
+    let secs = rt.block_on(async {
+        let ch = testing::fresh_client("bench_writer").await;
+        let status = Arc::new(IngestStatus::new(batch.queue_capacity));
+        let writer = Writer::new(
+            ch.clone(),
+            Spool::open(&state.path().join("spool")).unwrap(),
+            CheckpointStore::open(&state.path().join("cp.json")).unwrap(),
+            status,
+            Arc::new(AtomicBool::new(false)),
+            WriterConfig {
+                max_rows: batch.max_rows,
+                backfill_max_rows: batch.backfill_max_rows,
+                max_bytes: batch.max_bytes,
+                max_delay: Duration::from_millis(batch.max_delay_ms),
+                schema_dirs: vec![],
+            },
+        )
+        .await
+        .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(batch.queue_capacity);
+        let t0 = Instant::now();
+        let task = tokio::spawn(run_writer(writer, rx));
+        for rows in lines {
+            let item = SinkItem::Rows {
+                rows,
+                checkpoint: None,
+                read_at_ms: 0,
+                permit: None,
+            };
+            tx.send(item).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap().unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        let stored = ch.count("claude_messages", false).await.unwrap();
+        assert_eq!(stored as usize, n, "every line stored once");
+        ch.drop_database().await.unwrap();
+        secs
+    });
+    n as f64 / secs
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -212,58 +330,98 @@ impl Drop for Following {
 }
 
 fn main() {
-    let lines = env_num("BENCH_LINES", 300_000);
+    let default_lines = if std::env::var("BENCH_1M").is_ok_and(|v| v == "1") {
+        1_000_000
+    } else {
+        300_000
+    };
+    let lines = env_num("BENCH_LINES", default_lines);
+    let runs = env_num("BENCH_RUNS", 3).max(1);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = tempfile::tempdir().unwrap();
     let bytes = write_corpus(root.path(), lines);
     let lines = lines / 3 / 40 * 3 * 40;
+    let load_before = load_avg();
     println!(
-        "corpus: {lines} lines, {:.1} MiB; load average {}",
+        "corpus: {lines} lines, {:.1} MiB; {runs} runs; load average {load_before}",
         bytes as f64 / 1048576.0,
-        load_avg()
     );
-    let sample: Vec<String> = (0..20_000).flat_map(|n| exchange("bench", n)).collect();
-    let (parse, routed) = router_stages(repo, &sample);
-    // The backfill runs first: its peak RSS is read from RUSAGE_CHILDREN,
-    // which would otherwise report the (larger) chDB anchor process.
-    let (engine_rate, rss_mib, settings) = backfill(root.path(), lines);
-    let ch_load = clickhouse_load(root.path(), lines);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let ch = ChClient::new(settings.clone()).unwrap();
-    let stored = rt.block_on(ch.count("claude_messages", false)).unwrap();
-    assert_eq!(stored as usize, lines, "every line stored once");
-    rt.block_on(ch.drop_database()).unwrap();
+    let sample: Vec<String> = (0..20_000).flat_map(|n| exchange("bench", n)).collect();
+    let (mut parse, mut routed, mut engine_rate, mut rss, mut ch_load, mut writer) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for run in 0..runs {
+        let (p, r) = router_stages(repo, &sample);
+        parse.push(p);
+        routed.push(r);
+        let (e, m) = backfill(root.path(), lines, &rt);
+        engine_rate.push(e);
+        rss.push(m);
+        ch_load.push(clickhouse_load(root.path(), lines));
+        let pre = routed_lines(repo, root.path(), env_num("BENCH_WRITER_LINES", 30_000));
+        writer.push(writer_alone(&rt, pre));
+        eprintln!(
+            "run {}: backfill {:.0}/s ({:.0} MiB), ClickHouse {:.0}/s, writer alone {:.0}/s, router {:.0}/s, load {}",
+            run + 1, e, m, ch_load[run], writer[run], r, load_avg()
+        );
+    }
+    let peak_rss = rss.iter().copied().fold(0.0, f64::max);
+    let (parse, routed, engine_rate, ch_load, writer) = (
+        median(parse),
+        median(routed),
+        median(engine_rate),
+        median(ch_load),
+        median(writer),
+    );
     let (idle_engine, idle, p50, p95) = follow(&rt);
+    // The writer's share of the end-to-end time, with the router's (one
+    // thread, measured above) taken out: what the sink side sustains.
+    // Only meaningful when the router alone is faster than the whole.
+    let sink_side = (routed > engine_rate).then(|| 1.0 / (1.0 / engine_rate - 1.0 / routed));
     println!();
-    println!("{:<58} {:>12} {:>10}", "measure", "value", "ratio");
-    let row = |name: &str, v: String, r: String| println!("{name:<58} {v:>12} {r:>10}");
+    println!(
+        "{:<60} {:>12} {:>10}",
+        "measure (medians)", "value", "ratio"
+    );
+    let row = |name: &str, v: String, r: String| println!("{name:<60} {v:>12} {r:>10}");
+    let rate = |v: f64| format!("{v:.0}/s");
     row(
         "serde_json parse alone (1 thread)",
-        format!("{parse:.0}/s"),
+        rate(parse),
         String::new(),
     );
     row(
         "parse + default rules (1 thread)",
-        format!("{routed:.0}/s"),
+        rate(routed),
         format!("{:.3}", routed / parse),
     );
     row(
         "ClickHouse's own load (chDB INSERT … SELECT)",
-        format!("{ch_load:.0}/s"),
+        rate(ch_load),
         String::new(),
     );
     row(
         "engine backfill end to end",
-        format!("{engine_rate:.0}/s"),
+        rate(engine_rate),
         format!("{:.3}", engine_rate / ch_load),
     );
     row(
-        "engine backfill peak RSS (MiB)",
-        format!("{rss_mib:.0}"),
+        "writer alone (pre-routed rows: encode, spool, insert, commit)",
+        rate(writer),
+        format!("{:.3}", writer / ch_load),
+    );
+    row(
+        "end to end with the router's time taken out",
+        sink_side.map_or("n/a".into(), rate),
+        sink_side.map_or(String::new(), |v| format!("{:.3}", v / ch_load)),
+    );
+    row(
+        "engine backfill peak RSS (MiB, max of runs)",
+        format!("{peak_rss:.0}"),
         String::new(),
     );
     row(
@@ -282,7 +440,7 @@ fn main() {
         String::new(),
     );
     println!(
-        "(ratios: router / serde_json parse; backfill / ClickHouse's own load) load average now {}",
+        "(ratios: router / serde_json parse; others / ClickHouse's own load) load average before {load_before}, now {}",
         load_avg()
     );
 }

@@ -458,9 +458,11 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     })
 }
 
+/// Resolves once `flag` is set (a slow poll: it only bounds how late a
+/// caller's stop request is noticed, and an idle engine should not spin).
 async fn wait_flag(flag: Arc<AtomicBool>) {
     while !flag.load(Relaxed) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -541,7 +543,7 @@ fn route_loop(
                 let rows = route_line(&line, &rs, &plugins, &status, &mut clock);
                 Some(SinkItem::Rows {
                     rows,
-                    checkpoint: Some(((*line.path).clone(), line.checkpoint())),
+                    checkpoint: Some((line.path.clone(), line.checkpoint())),
                     read_at_ms: now,
                     permit: None, // charged by `RouterSink::send`
                 })
@@ -567,7 +569,7 @@ fn route_loop(
                 }
                 Some(SinkItem::Rows {
                     rows: Vec::new(),
-                    checkpoint: Some((to, checkpoint)),
+                    checkpoint: Some((Arc::new(to), checkpoint)),
                     read_at_ms: now_ms(),
                     permit: None,
                 })

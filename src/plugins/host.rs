@@ -4,7 +4,9 @@
 //! Design (see `plugins/README.md` for the guest-side ABI):
 //! - One [`Engine`] per plugin directory (shared by every reload of it) with
 //!   fuel metering and epoch interruption; a single ticker thread bumps the
-//!   epoch every [`EPOCH_TICK`] and exits once the engine is dropped.
+//!   epoch every [`EPOCH_TICK`] while a call runs, sleeps while none does (an
+//!   idle engine must not wake 200 times a second), and exits once the engine
+//!   is dropped.
 //! - Modules are compiled once (keyed by content hash so reloads skip
 //!   unchanged files) and pre-linked into an [`InstancePre`].
 //! - Every call gets a fresh `Store` + instance. Plugins therefore cannot keep
@@ -19,7 +21,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wasmtime::{
     Caller, Config, Engine, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker,
@@ -29,6 +32,9 @@ use wasmtime::{
 /// How often the background thread advances the engine epoch; a call's time
 /// limits are checked with this granularity.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// How often an idle ticker checks on its own that the engine still exists
+/// (dropping the engine also wakes it).
+const EPOCH_IDLE_CHECK: Duration = Duration::from_secs(10);
 /// Largest output (JSON bytes) a plugin may return for a tiny input; the cap
 /// grows by [`OUTPUT_PER_INPUT_BYTE`] per input byte, since a redactor or
 /// mapper may echo large parts of a large entry (escaped).
@@ -349,6 +355,27 @@ pub(crate) struct EngineCtx {
     engine: Engine,
     linker: Linker<CallState>,
     limits: PluginLimits,
+    /// Plugin calls running now; the epoch ticker sleeps while there are none.
+    calls: AtomicUsize,
+    ticker: OnceLock<std::thread::Thread>,
+}
+
+/// A plugin call in progress (the epoch ticks while one is alive).
+struct Running<'a>(&'a EngineCtx);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Drop for EngineCtx {
+    fn drop(&mut self) {
+        // Let the ticker see that the engine is gone and exit.
+        if let Some(t) = self.ticker.get() {
+            t.unpark();
+        }
+    }
 }
 
 impl EngineCtx {
@@ -374,9 +401,21 @@ impl EngineCtx {
             engine,
             linker,
             limits,
+            calls: AtomicUsize::new(0),
+            ticker: OnceLock::new(),
         });
-        spawn_epoch_ticker(Arc::downgrade(&ctx))?;
+        spawn_epoch_ticker(&ctx)?;
         Ok(ctx)
+    }
+
+    /// Count a call as running until the guard drops; wakes the ticker.
+    fn running(&self) -> Running<'_> {
+        if self.calls.fetch_add(1, SeqCst) == 0 {
+            if let Some(t) = self.ticker.get() {
+                t.unpark();
+            }
+        }
+        Running(self)
     }
 
     /// Validate the ABI of and pre-link a module from `bytes` (wasm or wat).
@@ -413,19 +452,32 @@ fn build_engine(limits: PluginLimits, pooling: bool) -> Result<Engine> {
     Engine::new(&config).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))
 }
 
-/// One thread per engine advances the epoch; it holds only a weak reference
-/// so it ends as soon as the last host using the engine is gone.
-fn spawn_epoch_ticker(ctx: Weak<EngineCtx>) -> Result<()> {
-    std::thread::Builder::new()
+/// One thread per engine advances the epoch while a call runs and parks
+/// otherwise; it holds only a weak reference so it ends as soon as the last
+/// host using the engine is gone.
+fn spawn_epoch_ticker(ctx: &Arc<EngineCtx>) -> Result<()> {
+    let weak = Arc::downgrade(ctx);
+    let handle = std::thread::Builder::new()
         .name("plugin-epoch".into())
         .spawn(move || loop {
+            let busy = match weak.upgrade() {
+                Some(ctx) => ctx.calls.load(SeqCst) > 0,
+                None => break,
+            };
+            if !busy {
+                // A call starting after the check unparks us (the token makes
+                // a park after that unpark return at once).
+                std::thread::park_timeout(EPOCH_IDLE_CHECK);
+                continue;
+            }
             std::thread::sleep(EPOCH_TICK);
-            match ctx.upgrade() {
+            match weak.upgrade() {
                 Some(ctx) => ctx.engine.increment_epoch(),
                 None => break,
             }
         })
         .context("cannot start the plugin epoch thread")?;
+    let _ = ctx.ticker.set(handle.thread().clone());
     Ok(())
 }
 
@@ -758,6 +810,7 @@ impl PluginHost {
         input: &[u8],
         budget: Budget,
     ) -> (Result<PluginOutput, Failure>, Usage) {
+        let _running = self.ctx.running();
         let mut store = Store::new(
             &self.ctx.engine,
             CallState {

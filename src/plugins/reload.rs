@@ -166,7 +166,7 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// filesystems or when the directory is created after start).
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Longest the loop sleeps, which bounds how late `shutdown` is noticed.
-const WAKE_EVERY: Duration = Duration::from_millis(50);
+const WAKE_EVERY: Duration = Duration::from_millis(250);
 
 /// Cheap snapshot of the plugin files: (path, size, mtime) per file.
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;

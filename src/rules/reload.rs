@@ -138,7 +138,28 @@ impl RulesHandle {
     }
 }
 
-/// Watch the rules dir (notify, plus a 1 s poll of names/sizes/mtimes as a
+/// How often the watcher looks at the shutdown flag (nothing else is done then).
+const WAKE_EVERY: Duration = Duration::from_millis(250);
+/// Safety poll of names/sizes/mtimes while notify watches the dir (it can miss
+/// events, e.g. on network filesystems), and the poll when it cannot.
+const POLL_WATCHED: Duration = Duration::from_secs(10);
+const POLL_UNWATCHED: Duration = Duration::from_secs(1);
+/// Quiet period after an event, so an editor's save-dance is one reload.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Events that can mean a rule file changed. Opens, reads and metadata are
+/// not: the watcher's own directory listing is an open of the watched dir,
+/// and reacting to it made an idle engine re-list the dir ten times a second.
+fn is_change(ev: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+    match ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
+}
+
+/// Watch the rules dir (notify, plus a slow poll of names/sizes/mtimes as a
 /// fallback) and reload on change, debounced so an editor's save-dance is one reload.
 pub fn spawn_rules_watcher(
     handle: RulesHandle,
@@ -149,7 +170,7 @@ pub fn spawn_rules_watcher(
         .spawn(move || {
             let (tx, rx) = std::sync::mpsc::channel();
             let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-                if ev.is_ok() {
+                if ev.is_ok_and(|ev| is_change(&ev)) {
                     let _ = tx.send(());
                 }
             });
@@ -166,14 +187,22 @@ pub fn spawn_rules_watcher(
                     None
                 }
             };
+            let poll = if _watcher.is_some() {
+                POLL_WATCHED
+            } else {
+                POLL_UNWATCHED
+            };
             let mut stamp = dir_stamp(handle.dir());
+            let mut next_poll = std::time::Instant::now() + poll;
             while !shutdown.load(Ordering::Relaxed) {
-                let got_event = rx.recv_timeout(Duration::from_millis(250)).is_ok();
+                let got_event = rx.recv_timeout(WAKE_EVERY).is_ok();
                 if got_event {
-                    // Debounce: let the editor finish writing.
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(DEBOUNCE);
                     while rx.try_recv().is_ok() {}
+                } else if std::time::Instant::now() < next_poll {
+                    continue;
                 }
+                next_poll = std::time::Instant::now() + poll;
                 let now = dir_stamp(handle.dir());
                 if now != stamp {
                     let changed = changed_files(&stamp, &now);

@@ -6,5 +6,6 @@ pub mod clickhouse;
 pub mod embedded;
 pub mod spool;
 pub mod status;
+pub mod store;
 pub mod testing;
 pub mod writer;

@@ -4,7 +4,6 @@
 //! next start by replaying the spooled batch with the SAME insert
 //! deduplication tokens, so ClickHouse keeps exactly one copy.
 
-use crate::row::Columns;
 use crate::source::FileCheckpoint;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -103,7 +102,7 @@ struct Header {
 #[derive(Debug, Clone, Deserialize)]
 pub struct LegacyBatch {
     pub batch_id: String,
-    pub tables: BTreeMap<String, Vec<Columns>>,
+    pub tables: BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>>,
     #[serde(with = "crate::source::lossless_paths")]
     pub checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>,
 }
@@ -113,6 +112,7 @@ pub enum Spooled {
     Legacy(LegacyBatch),
 }
 
+#[derive(Clone)]
 pub struct Spool {
     dir: PathBuf,
 }

@@ -3,25 +3,23 @@
 //! Each row is encoded once (JSONEachRow, unknown columns dropped) into its
 //! table's buffer as it arrives; those same bytes are spooled (fsync) and then
 //! inserted table by table with dedup tokens. Only then are the source
-//! checkpoints committed. Storage and availability errors (disk full, too many
-//! parts, server down, spool unwritable) are retried with backoff for as long
-//! as it takes, checkpoints held, `/healthz` degraded with the reason; the
-//! bounded queues upstream fill and the tailer waits. Only a data error (a row
-//! whose value does not fit) is isolated by bisecting the insert and
-//! dead-lettered, so a bad row costs O(log n) inserts.
+//! checkpoints committed. Encoding and storing are two tasks: the writer
+//! builds batch N+1 while the storer (`store.rs`) spools, inserts and commits
+//! batch N, in order, with at most one built batch waiting between them.
 //!
 //! Batches are flushed as soon as the input is caught up (nothing queued
 //! upstream), so a live append is visible within one insert; they grow big
 //! only while the writer is behind.
 
 use super::budget::Permit;
-use super::clickhouse::{classify_error, ChClient, FailureKind};
+use super::clickhouse::ChClient;
 use super::spool::{LegacyBatch, Spool, Spooled, SpooledBatch, TableRows};
-use super::status::{now_ms, IngestStatus};
-use crate::row::{Columns, Row};
+use super::status::IngestStatus;
+use super::store::Storer;
+use crate::row::Row;
 use crate::source::{CheckpointStore, FileCheckpoint};
 use anyhow::{anyhow, Context, Result};
-use bytes::Bytes;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,7 +40,7 @@ pub enum SinkItem {
     /// The rows of one source line and the checkpoint that line completes.
     Rows {
         rows: Vec<Row>,
-        checkpoint: Option<(PathBuf, FileCheckpoint)>,
+        checkpoint: Option<(Arc<PathBuf>, FileCheckpoint)>,
         read_at_ms: u64,
         /// The rows' bytes in the queue's budget, given back when received.
         permit: Option<Permit>,
@@ -75,22 +73,54 @@ pub struct WriterStats {
     pub inserts: u64,
 }
 
-pub struct Writer {
+/// A table's columns, each with its JSON key already encoded (`"name":`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TableCols(FxHashMap<Box<str>, Box<[u8]>>);
+
+impl TableCols {
+    fn new(names: &HashSet<String>) -> TableCols {
+        TableCols(
+            names
+                .iter()
+                .map(|n| {
+                    let mut key = serde_json::to_vec(n).unwrap_or_default();
+                    key.push(b':');
+                    (n.as_str().into(), key.into())
+                })
+                .collect(),
+        )
+    }
+
+    fn key(&self, column: &str) -> Option<&[u8]> {
+        self.0.get(column).map(|k| &**k)
+    }
+}
+
+fn table_cols(columns: HashMap<String, HashSet<String>>) -> FxHashMap<String, TableCols> {
+    columns
+        .into_iter()
+        .map(|(t, cols)| (t, TableCols::new(&cols)))
+        .collect()
+}
+
+/// (table, column) pairs already warned about.
+pub(crate) type Warned = FxHashSet<(String, String)>;
+
+/// Encoder state: which tables and columns exist.
+struct Encoder {
     client: ChClient,
-    spool: Spool,
-    checkpoints: CheckpointStore,
     status: Arc<IngestStatus>,
-    shutdown: Arc<AtomicBool>,
     cfg: WriterConfig,
-    columns: HashMap<String, HashSet<String>>,
+    tables: FxHashMap<String, TableCols>,
     /// Tables looked up again since the last flush (one schema refresh each).
-    refreshed: HashSet<String>,
-    warned: HashSet<(String, String)>,
-    seq: u64,
+    refreshed: FxHashSet<String>,
+    warned: Warned,
     caught_up: bool,
-    inserts: Arc<AtomicU64>,
-    failing: Arc<AtomicU64>,
-    pub stats: WriterStats,
+}
+
+pub struct Writer {
+    enc: Encoder,
+    sto: Storer,
 }
 
 /// A line (or row) that could not be stored, and why: one `claude_dead_letters` row.
@@ -139,33 +169,56 @@ pub fn approx_bytes(rows: &[Row]) -> usize {
     }
     rows.iter()
         .map(|r| {
-            64 + r.table.len()
-                + r.columns
-                    .iter()
-                    .map(|(k, v)| 48 + k.len() + value(v))
-                    .sum::<usize>()
+            let cols: usize = r.columns.iter().map(|(k, v)| 48 + k.len() + value(v)).sum();
+            64 + r.table.len() + cols
         })
         .sum()
 }
 
 /// The batch being built: rows already encoded per table.
 #[derive(Default)]
-struct Building {
-    tables: BTreeMap<String, Vec<u8>>,
-    checkpoints: HashMap<PathBuf, Option<FileCheckpoint>>,
-    rows: usize,
+pub(crate) struct Building {
+    tables: FxHashMap<String, Vec<u8>>,
+    /// Checkpoint updates in arrival order; consecutive updates of one file
+    /// (the common case) share an entry.
+    checkpoints: Vec<(Arc<PathBuf>, Option<FileCheckpoint>)>,
+    pub(crate) rows: usize,
     bytes: usize,
     /// Dead letters made while encoding (rows for tables that do not exist).
-    dead_letters: u64,
+    pub(crate) dead_letters: u64,
     deadline: Option<Instant>,
 }
 
 impl Building {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rows == 0 && self.checkpoints.is_empty()
     }
 
-    fn into_batch(self, batch_id: String) -> Result<SpooledBatch> {
+    fn set_checkpoint(&mut self, path: Arc<PathBuf>, cp: Option<FileCheckpoint>) {
+        match self.checkpoints.last_mut() {
+            Some((p, last)) if Arc::ptr_eq(p, &path) || **p == *path => *last = cp,
+            _ => self.checkpoints.push((path, cp)),
+        }
+    }
+
+    /// The last update of each file, in first-seen order.
+    pub(crate) fn checkpoint_updates(&self) -> Vec<(PathBuf, Option<FileCheckpoint>)> {
+        let mut at: FxHashMap<&PathBuf, usize> = FxHashMap::default();
+        let mut out: Vec<(PathBuf, Option<FileCheckpoint>)> = Vec::new();
+        for (p, cp) in &self.checkpoints {
+            match at.get(&**p) {
+                Some(&i) => out[i].1 = *cp,
+                None => {
+                    at.insert(p, out.len());
+                    out.push(((**p).clone(), *cp));
+                }
+            }
+        }
+        out
+    }
+
+    pub(crate) fn into_batch(self, batch_id: String) -> Result<SpooledBatch> {
+        let checkpoints = self.checkpoint_updates();
         let mut tables = BTreeMap::new();
         for (t, data) in self.tables {
             tables.insert(t, TableRows::from_lines(data)?);
@@ -173,39 +226,58 @@ impl Building {
         Ok(SpooledBatch {
             batch_id,
             tables,
-            checkpoints: self.checkpoints.into_iter().collect(),
+            checkpoints,
         })
     }
 }
 
-/// Append `cols` to `out` as one JSONEachRow line, dropping columns the table
-/// does not have (warning once per column) rather than failing every batch
-/// over a typo in a rule file.
-fn encode_row(
+/// Append one row to `out` as a JSONEachRow line. With `known`, columns the
+/// table does not have are dropped (warning once per column) rather than
+/// failing every batch over a typo in a rule file. The only code that reads
+/// a `Row`'s columns.
+pub(crate) fn encode_row(
     out: &mut Vec<u8>,
-    table: &str,
-    cols: &Columns,
-    known: &HashSet<String>,
-    warned: &mut HashSet<(String, String)>,
+    row: &Row,
+    known: Option<&TableCols>,
+    warned: &mut Warned,
 ) -> Result<()> {
+    let table: &str = &row.table;
     out.push(b'{');
     let mut first = true;
-    for (k, v) in cols {
-        if !known.contains(k) {
-            if warned.insert((table.to_string(), k.to_string())) {
-                tracing::warn!(table, column = %k, "rules write a column the table does not have; ignoring it");
+    for (k, v) in &row.columns {
+        let k: &str = k;
+        let key = match known.map(|t| t.key(k)) {
+            Some(Some(key)) => key,
+            Some(None) => {
+                if warned.insert((table.to_string(), k.to_string())) {
+                    tracing::warn!(table, column = %k, "rules write a column the table does not have; ignoring it");
+                }
+                continue;
             }
-            continue;
-        }
+            None => {
+                encode_key(out, first, k)?;
+                first = false;
+                serde_json::to_writer(&mut *out, v).context("cannot encode a value")?;
+                continue;
+            }
+        };
         if !first {
             out.push(b',');
         }
         first = false;
-        serde_json::to_writer(&mut *out, k).context("cannot encode a column name")?;
-        out.push(b':');
+        out.extend_from_slice(key);
         serde_json::to_writer(&mut *out, v).context("cannot encode a value")?;
     }
     out.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+fn encode_key(out: &mut Vec<u8>, first: bool, k: &str) -> Result<()> {
+    if !first {
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut *out, k).context("cannot encode a column name")?;
+    out.push(b':');
     Ok(())
 }
 
@@ -214,8 +286,8 @@ fn encode_row(
 /// replays and re-reads: the file gets `#<table>:<hash of the row>` appended,
 /// so two bad rows of one line, or rows with no source position, never
 /// collapse into one, and the same row always maps to the same key.
-fn sink_dead_letter(table: &str, row: &[u8], error: &str) -> Row {
-    let cols: Columns = serde_json::from_slice(row).unwrap_or_default();
+pub(crate) fn sink_dead_letter(table: &str, row: &[u8], error: &str) -> Row {
+    let cols: Value = serde_json::from_slice(row).unwrap_or_default();
     let file = cols
         .get("source_file")
         .and_then(Value::as_str)
@@ -242,17 +314,6 @@ fn sink_dead_letter(table: &str, row: &[u8], error: &str) -> Row {
     .into_row()
 }
 
-/// Dedup token of rows `lo..hi` of a table: the whole table keeps the plain
-/// prefix; bisected halves get their range, so a replay that bisects the
-/// same bytes the same way reuses the same tokens (exactly once).
-fn range_token(prefix: &str, lo: usize, hi: usize, n: usize) -> String {
-    if lo == 0 && hi == n {
-        prefix.to_string()
-    } else {
-        format!("{prefix}:{lo}-{hi}")
-    }
-}
-
 impl Writer {
     pub async fn new(
         client: ChClient,
@@ -262,69 +323,56 @@ impl Writer {
         shutdown: Arc<AtomicBool>,
         cfg: WriterConfig,
     ) -> Result<Writer> {
-        let columns = client.table_columns().await?;
-        Ok(Writer {
-            client,
+        let tables = table_cols(client.table_columns().await?);
+        let dead_letter_cols = tables
+            .get(DEAD_LETTER_TABLE)
+            .cloned()
+            .ok_or_else(|| anyhow!("the {DEAD_LETTER_TABLE} table is missing"))?;
+        let sto = Storer {
+            client: client.clone(),
             spool,
             checkpoints,
-            status,
+            status: status.clone(),
             shutdown,
-            cfg,
-            columns,
-            refreshed: HashSet::new(),
-            warned: HashSet::new(),
+            dead_letter_cols,
             seq: 0,
-            caught_up: false,
             inserts: Arc::new(AtomicU64::new(0)),
             failing: Arc::new(AtomicU64::new(0)),
             stats: WriterStats::default(),
-        })
+        };
+        let enc = Encoder {
+            client,
+            status,
+            cfg,
+            tables,
+            refreshed: FxHashSet::default(),
+            warned: Warned::default(),
+            caught_up: false,
+        };
+        Ok(Writer { enc, sto })
     }
 
     pub fn checkpoints(&self) -> &CheckpointStore {
-        &self.checkpoints
+        &self.sto.checkpoints
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        self.sto.stats
     }
 
     /// Finish batches a previous run spooled but may not have stored.
     pub async fn replay_spool(&mut self) -> Result<usize> {
-        let pending = self.spool.pending()?;
+        let pending = self.sto.spool.pending()?;
         let n = pending.len();
         for spooled in pending {
             let batch = match spooled {
                 Spooled::Encoded(b) => b,
-                Spooled::Legacy(b) => self.encode_legacy(b).await?,
+                Spooled::Legacy(b) => self.enc.encode_legacy(b).await?,
             };
             tracing::info!(batch = %batch.batch_id, rows = batch.row_count(), "replaying spooled batch");
-            self.store(batch).await?;
+            self.sto.store(&batch).await?;
         }
         Ok(n)
-    }
-
-    /// A batch spooled by an older version: encode it under its own id, so
-    /// its dedup tokens are the ones that version used.
-    async fn encode_legacy(&mut self, b: LegacyBatch) -> Result<SpooledBatch> {
-        let mut building = Building::default();
-        for (table, rows) in b.tables {
-            let rows = rows
-                .into_iter()
-                .map(|columns| Row {
-                    table: table.clone(),
-                    columns,
-                })
-                .collect();
-            self.add_rows(&mut building, rows).await?;
-        }
-        building.checkpoints = b.checkpoints.into_iter().collect();
-        building.into_batch(b.batch_id)
-    }
-
-    fn next_batch_id(&mut self) -> String {
-        self.seq += 1;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        format!("{nanos:020}-{}-{:06}", std::process::id(), self.seq)
     }
 
     /// Encode, spool, insert and commit one batch (tests and tools).
@@ -334,23 +382,53 @@ impl Writer {
         checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>,
     ) -> Result<()> {
         let mut b = Building::default();
-        self.add_rows(&mut b, rows).await?;
-        b.checkpoints.extend(checkpoints);
-        self.flush(&mut b).await
+        self.enc.add_rows(&mut b, rows).await?;
+        for (p, cp) in checkpoints {
+            b.set_checkpoint(Arc::new(p), cp);
+        }
+        self.enc.refreshed.clear();
+        self.sto.flush(b).await
+    }
+}
+
+impl Encoder {
+    /// A batch spooled by an older version: encode it under its own id, so
+    /// its dedup tokens are the ones that version used.
+    async fn encode_legacy(&mut self, b: LegacyBatch) -> Result<SpooledBatch> {
+        let mut building = Building::default();
+        for (table, rows) in b.tables {
+            let rows = rows
+                .into_iter()
+                .map(|columns| {
+                    columns
+                        .into_iter()
+                        .fold(Row::new(table.as_str()), |r, (k, v)| r.with(k, v))
+                })
+                .collect();
+            self.add_rows(&mut building, rows).await?;
+        }
+        for (p, cp) in b.checkpoints {
+            building.set_checkpoint(Arc::new(p), cp);
+        }
+        building.into_batch(b.batch_id)
     }
 
     /// Encode rows into the batch; rows for a table that does not exist
     /// (after one schema refresh) become dead letters in the same batch.
     async fn add_rows(&mut self, b: &mut Building, rows: Vec<Row>) -> Result<()> {
         for r in rows {
-            if !self.columns.contains_key(&r.table) && self.refreshed.insert(r.table.clone()) {
+            let table: &str = &r.table;
+            if !self.tables.contains_key(table) && self.refreshed.insert(table.to_string()) {
                 self.refresh_schema().await;
             }
-            let before = b.tables.get(&r.table).map_or(0, Vec::len);
-            match self.columns.get(&r.table) {
+            match self.tables.get(table) {
                 Some(known) => {
-                    let out = b.tables.entry(r.table.clone()).or_default();
-                    encode_row(out, &r.table, &r.columns, known, &mut self.warned)?;
+                    if !b.tables.contains_key(table) {
+                        b.tables.insert(table.to_string(), Vec::new());
+                    }
+                    let out = b.tables.get_mut(table).context("table buffer vanished")?;
+                    let before = out.len();
+                    encode_row(out, &r, Some(known), &mut self.warned)?;
                     b.bytes += out.len() - before;
                 }
                 None => self.add_missing_table_row(b, &r)?,
@@ -362,20 +440,22 @@ impl Writer {
     }
 
     fn add_missing_table_row(&mut self, b: &mut Building, r: &Row) -> Result<()> {
+        let table: &str = &r.table;
         let error = format!(
-            "table `{}` does not exist in database `{}` (add its DDL to a schema dir)",
-            r.table,
+            "table `{table}` does not exist in database `{}` (add its DDL to a schema dir)",
             self.client.database()
         );
-        let row = serde_json::to_vec(&r.columns).context("cannot encode a row")?;
-        let dl = sink_dead_letter(&r.table, &row, &error);
+        let mut row = Vec::new();
+        encode_row(&mut row, r, None, &mut self.warned)?;
+        row.pop(); // the newline
+        let dl = sink_dead_letter(table, &row, &error);
         let known = self
-            .columns
+            .tables
             .get(DEAD_LETTER_TABLE)
             .ok_or_else(|| anyhow!("the {DEAD_LETTER_TABLE} table is missing"))?;
         let out = b.tables.entry(DEAD_LETTER_TABLE.to_string()).or_default();
         let before = out.len();
-        encode_row(out, DEAD_LETTER_TABLE, &dl.columns, known, &mut self.warned)?;
+        encode_row(out, &dl, Some(known), &mut self.warned)?;
         b.bytes += out.len() - before;
         b.dead_letters += 1;
         Ok(())
@@ -402,12 +482,10 @@ impl Writer {
                 );
                 self.add_rows(b, rows).await?;
                 if let Some((p, cp)) = checkpoint {
-                    b.checkpoints.insert(p, Some(cp));
+                    b.set_checkpoint(p, Some(cp));
                 }
             }
-            SinkItem::Forget(p) => {
-                b.checkpoints.insert(p, None);
-            }
+            SinkItem::Forget(p) => b.set_checkpoint(Arc::new(p), None),
             SinkItem::CaughtUp => {
                 self.caught_up = true;
                 self.status.caught_up.store(true, Relaxed);
@@ -444,129 +522,11 @@ impl Writer {
         self.caught_up && rx.is_empty() && self.status.lines_in_flight.load(Relaxed) == 0
     }
 
-    async fn flush(&mut self, b: &mut Building) -> Result<()> {
-        let building = std::mem::take(b);
+    /// The batch is complete: hand it to the storer and start the next one.
+    fn take(&mut self, b: &mut Building) -> Building {
         self.refreshed.clear();
-        if building.is_empty() {
-            return Ok(());
-        }
-        let (rows, dead) = (building.rows as u64, building.dead_letters);
-        if building.rows == 0 {
-            let cps: Vec<_> = building.checkpoints.into_iter().collect();
-            self.commit_checkpoints(&cps).await?;
-        } else {
-            let batch = building.into_batch(self.next_batch_id())?;
-            let t0 = std::time::Instant::now();
-            let spool = &self.spool;
-            retry_local(&self.status, &self.shutdown, "spooling a batch", || {
-                spool.write(&batch)
-            })
-            .await?;
-            tracing::debug!(batch = %batch.batch_id, ms = t0.elapsed().as_millis() as u64, "batch spooled");
-            self.store(batch).await?;
-        }
-        self.count_dead_letters(dead);
-        let pending = &self.status.pending_rows;
-        pending.fetch_sub(rows.min(pending.load(Relaxed)), Relaxed);
-        self.status.oldest_pending_ms.store(0, Relaxed);
         self.status.batch_bytes.store(0, Relaxed);
-        Ok(())
-    }
-
-    fn count_dead_letters(&mut self, n: u64) {
-        self.stats.dead_letters += n;
-        self.status.dead_letters.fetch_add(n, Relaxed);
-    }
-
-    /// Insert every table (bisecting data errors), dead-letter the rejected
-    /// rows, commit the checkpoints, drop the spool file.
-    async fn store(&mut self, batch: SpooledBatch) -> Result<()> {
-        let t0 = std::time::Instant::now();
-        let (stored, rejected) = self.insert_tables(&batch).await?;
-        tracing::debug!(batch = %batch.batch_id, ms = t0.elapsed().as_millis() as u64, "tables inserted");
-        if !rejected.is_empty() {
-            self.insert_dead_letters(&batch.batch_id, &rejected).await?;
-        }
-        self.commit_checkpoints(&batch.checkpoints).await?;
-        let spool = &self.spool;
-        retry_local(
-            &self.status,
-            &self.shutdown,
-            "removing a spool file",
-            || spool.remove(&batch.batch_id),
-        )
-        .await?;
-        self.stats.batches += 1;
-        self.stats.rows += stored;
-        self.stats.inserts = self.inserts.load(Relaxed);
-        self.status.batches_written.fetch_add(1, Relaxed);
-        self.status.rows_written.fetch_add(stored, Relaxed);
-        self.status.last_insert_ms.store(now_ms(), Relaxed);
-        tracing::debug!(batch = %batch.batch_id, rows = stored, "batch stored");
-        Ok(())
-    }
-
-    /// All tables concurrently: each has its own dedup tokens, so order
-    /// between them does not matter and latency is one round trip.
-    async fn insert_tables(&self, batch: &SpooledBatch) -> Result<(u64, Vec<Rejected>)> {
-        let mut inserts = tokio::task::JoinSet::new();
-        for (table, rows) in &batch.tables {
-            let ins = self.inserter();
-            let (table, rows) = (table.clone(), rows.clone());
-            let prefix = format!("{}:{}", batch.batch_id, table);
-            inserts.spawn(async move { ins.insert_bisect(&table, &rows, &prefix).await });
-        }
-        let (mut stored, mut rejected) = (0, Vec::new());
-        while let Some(done) = inserts.join_next().await {
-            let (n, bad) = done.context("insert task panicked")??;
-            stored += n;
-            rejected.extend(bad);
-        }
-        rejected.sort_by(|a, b| (&a.table, a.index).cmp(&(&b.table, b.index)));
-        Ok((stored, rejected))
-    }
-
-    async fn insert_dead_letters(&mut self, batch_id: &str, rejected: &[Rejected]) -> Result<()> {
-        let known = self
-            .columns
-            .get(DEAD_LETTER_TABLE)
-            .ok_or_else(|| anyhow!("the {DEAD_LETTER_TABLE} table is missing"))?;
-        let mut data = Vec::new();
-        for r in rejected {
-            let dl = sink_dead_letter(&r.table, &r.row, &r.error);
-            encode_row(
-                &mut data,
-                DEAD_LETTER_TABLE,
-                &dl.columns,
-                known,
-                &mut self.warned,
-            )?;
-        }
-        let rows = TableRows::from_lines(data)?;
-        let prefix = format!("{batch_id}:{DEAD_LETTER_TABLE}:sink");
-        let (_, lost) = self
-            .inserter()
-            .insert_bisect(DEAD_LETTER_TABLE, &rows, &prefix)
-            .await?;
-        for l in &lost {
-            tracing::error!(error = %l.error, "a dead letter itself was rejected; it is only logged");
-        }
-        self.count_dead_letters(rejected.len() as u64);
-        Ok(())
-    }
-
-    async fn commit_checkpoints(
-        &mut self,
-        cps: &[(PathBuf, Option<FileCheckpoint>)],
-    ) -> Result<()> {
-        let store = &mut self.checkpoints;
-        retry_local(
-            &self.status,
-            &self.shutdown,
-            "committing checkpoints",
-            || store.commit(cps),
-        )
-        .await
+        std::mem::take(b)
     }
 
     async fn refresh_schema(&mut self) {
@@ -574,194 +534,8 @@ impl Writer {
             tracing::warn!(error = %format!("{e:#}"), "re-applying schema failed");
         }
         match self.client.table_columns().await {
-            Ok(c) => self.columns = c,
+            Ok(c) => self.tables = table_cols(c),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot read table columns"),
-        }
-    }
-
-    fn inserter(&self) -> Inserter {
-        Inserter {
-            client: self.client.clone(),
-            status: self.status.clone(),
-            shutdown: self.shutdown.clone(),
-            inserts: self.inserts.clone(),
-            failing: self.failing.clone(),
-        }
-    }
-}
-
-/// Retry a local write (spool, checkpoints) until it succeeds: a full or
-/// failing state disk must hold the batch back, never drop it. `/healthz`
-/// says why meanwhile. Gives up only when shutting down (nothing committed,
-/// so the lines are read again on the next start).
-async fn retry_local<T>(
-    status: &IngestStatus,
-    shutdown: &AtomicBool,
-    what: &str,
-    mut f: impl FnMut() -> Result<T>,
-) -> Result<T> {
-    let mut delay = Duration::from_millis(100);
-    let mut failed = false;
-    loop {
-        match f() {
-            Ok(v) => {
-                if failed {
-                    tracing::info!(what, "local write works again");
-                    status.set_degraded(None);
-                }
-                return Ok(v);
-            }
-            Err(e) => {
-                let msg = format!("{what} failed: {e:#}");
-                if shutdown.load(Relaxed) {
-                    return Err(e.context(format!("{what} failed while shutting down")));
-                }
-                tracing::warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "retrying; checkpoints held");
-                status.set_degraded(Some(format!(
-                    "{msg} (retrying; nothing is committed meanwhile)"
-                )));
-                failed = true;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// A row ClickHouse refused as data, isolated by bisection.
-struct Rejected {
-    table: String,
-    index: usize,
-    row: Vec<u8>,
-    error: String,
-}
-
-/// What an insert needs, cloneable into concurrent tasks.
-#[derive(Clone)]
-struct Inserter {
-    client: ChClient,
-    status: Arc<IngestStatus>,
-    shutdown: Arc<AtomicBool>,
-    inserts: Arc<AtomicU64>,
-    /// Inserts currently failing. Tables are inserted concurrently: one
-    /// table's success must not clear the alarm while another still fails.
-    failing: Arc<AtomicU64>,
-}
-
-impl Inserter {
-    /// Insert all rows; on a data error split the range in halves until the
-    /// bad rows are alone: k bad rows in n cost O(k log n) inserts, not n.
-    async fn insert_bisect(
-        &self,
-        table: &str,
-        rows: &TableRows,
-        prefix: &str,
-    ) -> Result<(u64, Vec<Rejected>)> {
-        let n = rows.len();
-        let (mut stored, mut rejected) = (0u64, Vec::new());
-        let mut todo = vec![(0, n)];
-        while let Some((lo, hi)) = todo.pop() {
-            if lo == hi {
-                continue;
-            }
-            let token = range_token(prefix, lo, hi, n);
-            match self
-                .insert_retrying(table, rows.range(lo, hi), &token)
-                .await
-            {
-                Ok(()) => stored += (hi - lo) as u64,
-                // Shutting down mid-outage: stop; the batch stays spooled.
-                Err(e) if classify_error(&e) != FailureKind::Data => return Err(e),
-                Err(e) if hi - lo == 1 => rejected.push(Rejected {
-                    table: table.to_string(),
-                    index: lo,
-                    row: rows.row(lo).to_vec(),
-                    error: format!("{e:#}"),
-                }),
-                Err(e) => {
-                    if lo == 0 && hi == n {
-                        tracing::warn!(table, rows = n, error = %format!("{e:#}"), "batch rejected; bisecting it to find the bad rows");
-                    }
-                    let mid = lo + (hi - lo) / 2;
-                    todo.push((mid, hi));
-                    todo.push((lo, mid));
-                }
-            }
-        }
-        Ok((stored, rejected))
-    }
-
-    /// Insert, retrying storage and availability failures with capped
-    /// exponential backoff for as long as it takes (the batch is safe in the
-    /// spool meanwhile). Returns an error only for a data error, or when
-    /// shutting down (anything else is never a data error).
-    async fn insert_retrying(&self, table: &str, data: Bytes, token: &str) -> Result<()> {
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 0u32;
-        let mut failed = false;
-        loop {
-            attempt += 1;
-            self.inserts.fetch_add(1, Relaxed);
-            let err = match self
-                .client
-                .insert_json_each_row(table, data.clone(), token)
-                .await
-            {
-                Ok(()) => {
-                    self.settle(failed);
-                    return Ok(());
-                }
-                Err(e) => e,
-            };
-            let kind = classify_error(&err);
-            if kind == FailureKind::Data {
-                self.settle(failed);
-                return Err(err);
-            }
-            if !failed {
-                failed = true;
-                self.failing.fetch_add(1, Relaxed);
-            }
-            self.report(kind, &err);
-            if self.shutdown.load(Relaxed) {
-                return Err(anyhow!("shutting down while ClickHouse cannot store rows ({err:#}); the batch stays spooled and is replayed on the next start"));
-            }
-            tracing::warn!(table, attempt, ?kind, retry_in_ms = delay.as_millis() as u64, error = %format!("{err:#}"), "insert failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
-    }
-
-    fn report(&self, kind: FailureKind, err: &anyhow::Error) {
-        self.status.insert_failures.fetch_add(1, Relaxed);
-        self.status.clickhouse_down.store(true, Relaxed);
-        self.status.set_error(Some(format!("{err:#}")));
-        let what = match kind {
-            FailureKind::Storage => {
-                "ClickHouse cannot store rows (storage: disk full, too many parts or memory)"
-            }
-            _ => "ClickHouse is unavailable",
-        };
-        self.status
-            .set_degraded(Some(format!("{what}; retrying, checkpoints held: {err:#}")));
-    }
-
-    /// An insert is done (stored, or refused for its data): when it had
-    /// failed and no other insert is failing, ClickHouse stores rows again.
-    fn settle(&self, failed: bool) {
-        if failed && self.failing.fetch_sub(1, Relaxed) > 1 {
-            return;
-        }
-        if self.failing.load(Relaxed) == 0 {
-            self.recovered();
-        }
-    }
-
-    fn recovered(&self) {
-        if self.status.clickhouse_down.swap(false, Relaxed) {
-            tracing::info!("ClickHouse stores rows again");
-            self.status.set_error(None);
-            self.status.set_degraded(None);
         }
     }
 }
@@ -784,22 +558,39 @@ async fn next(rx: &mut mpsc::Receiver<SinkItem>, deadline: Option<Instant>) -> N
     item.map_or(Next::Closed, Next::Item)
 }
 
-/// The writer task: batches items from `rx` until it closes, then flushes.
-pub async fn run_writer(
-    mut writer: Writer,
+/// The writer: encodes items from `rx` into batches and hands each to the
+/// storer task; when `rx` closes, the last batch is stored and the stats of
+/// the run returned.
+pub async fn run_writer(writer: Writer, rx: mpsc::Receiver<SinkItem>) -> Result<WriterStats> {
+    let Writer { mut enc, sto } = writer;
+    // One built batch may wait while another is stored; more would only
+    // hold memory (the queues upstream absorb the rest).
+    let (tx, batches) = mpsc::channel::<Building>(1);
+    let storer = tokio::spawn(sto.run(batches));
+    let fed = feed(&mut enc, rx, &tx).await;
+    drop(tx);
+    // The storer's error first: when it fails, feeding stops for that reason.
+    let stats = storer.await.context("the storer panicked")??;
+    fed?;
+    Ok(stats)
+}
+
+async fn feed(
+    enc: &mut Encoder,
     mut rx: mpsc::Receiver<SinkItem>,
-) -> Result<WriterStats> {
+    tx: &mpsc::Sender<Building>,
+) -> Result<()> {
     let mut b = Building::default();
     loop {
         let flush = match next(&mut rx, b.deadline).await {
             Next::Due => true,
             Next::Closed => {
-                writer.flush(&mut b).await?;
-                return Ok(writer.stats);
+                let last = enc.take(&mut b);
+                return tx.send(last).await.map_err(|_| writer_gone());
             }
             Next::Item(item) => {
-                let full = writer.accept(&mut b, item).await?;
-                if !full && writer.input_idle(&rx) {
+                let full = enc.accept(&mut b, item).await?;
+                if !full && enc.input_idle(&rx) {
                     // Linger a moment: the other lines of the same append are
                     // usually still on their way, and one insert is cheaper
                     // (and sooner visible) than two.
@@ -810,7 +601,10 @@ pub async fn run_writer(
             }
         };
         if flush {
-            writer.flush(&mut b).await?;
+            let done = enc.take(&mut b);
+            if tx.send(done).await.is_err() {
+                return Err(writer_gone());
+            }
         }
     }
 }
@@ -866,6 +660,29 @@ mod tests {
         }
     }
 
+    /// Consecutive updates of one file share an entry; the last update of
+    /// each file wins (a forget after rows, rows after a forget), and files
+    /// keep the order they were first seen in.
+    #[test]
+    fn checkpoint_updates_keep_the_last_per_file() {
+        let (a, b) = (Arc::new(PathBuf::from("/a")), Arc::new(PathBuf::from("/b")));
+        let mut bl = Building::default();
+        bl.set_checkpoint(a.clone(), Some(cp(1)));
+        bl.set_checkpoint(a.clone(), Some(cp(2)));
+        assert_eq!(bl.checkpoints.len(), 1);
+        bl.set_checkpoint(b.clone(), Some(cp(3)));
+        bl.set_checkpoint(Arc::new(PathBuf::from("/a")), None);
+        bl.set_checkpoint(b.clone(), None);
+        bl.set_checkpoint(b, Some(cp(4)));
+        assert_eq!(
+            bl.checkpoint_updates(),
+            vec![
+                (PathBuf::from("/a"), None),
+                (PathBuf::from("/b"), Some(cp(4)))
+            ]
+        );
+    }
+
     fn pending(dir: &std::path::Path) -> usize {
         Spool::open(&dir.join("spool"))
             .unwrap()
@@ -903,7 +720,7 @@ mod tests {
         assert!(dl
             .iter()
             .any(|r| r["error"].as_str().unwrap().contains("no_such_table")));
-        assert_eq!(w.stats.dead_letters, 2);
+        assert_eq!(w.stats().dead_letters, 2);
         assert_eq!(
             w.checkpoints().get(std::path::Path::new("/f")),
             Some(cp(77))
@@ -994,15 +811,15 @@ mod tests {
             .map(|i| usage_row(i, if i == 617 { -1 } else { 10 }, Some("/f")))
             .collect();
         let mut b = Building::default();
-        w.add_rows(&mut b, rows).await.unwrap();
-        let id = w.next_batch_id();
+        w.enc.add_rows(&mut b, rows).await.unwrap();
+        let id = w.sto.next_batch_id();
         let batch = b.into_batch(id).unwrap();
         Spool::open(&dir.path().join("spool"))
             .unwrap()
             .write(&batch)
             .unwrap();
-        w.store(batch.clone()).await.unwrap();
-        let inserts = w.stats.inserts;
+        w.sto.store(&batch).await.unwrap();
+        let inserts = w.stats().inserts;
         assert!(
             inserts <= 2 * 10 + 2,
             "{inserts} inserts for one bad row in {n}"
@@ -1072,7 +889,7 @@ mod tests {
         };
         let ch = testing::fresh_client("spoolfull").await;
         let mut w = writer(mnt.path(), ch.clone()).await;
-        let status = w.status.clone();
+        let status = w.sto.status.clone();
         let big = "x".repeat(100_000);
         let rows = (0..3)
             .map(|i| msg(&format!("m{i}"), "2026-10-01T00:00:00Z").with("content", big.clone()))
