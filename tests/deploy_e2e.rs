@@ -168,6 +168,15 @@ fn sql_and_serve_attach_read_only_to_a_running_ingest() {
             .spawn()
             .unwrap(),
     );
+    // Before any `sql`: one started first would hold the store itself.
+    let access = w
+        .home()
+        .join(".local/share/claude-ingest/state/clickhouse/access.json");
+    wait_for(
+        "ingest to publish its engine",
+        Duration::from_secs(90),
+        || access.exists(),
+    );
     let count = |w: &World| {
         w.run(&[
             "sql",
@@ -214,7 +223,7 @@ fn sql_and_serve_attach_read_only_to_a_running_ingest() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let _serve = Ingest(
+    let serve = Ingest(
         w.cmd(&["serve", "--listen", &listen])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -231,7 +240,7 @@ fn sql_and_serve_attach_read_only_to_a_running_ingest() {
     // SAFETY: plain syscall on our own child.
     unsafe { libc::kill(ingest.0.id() as i32, libc::SIGTERM) };
     assert!(ingest.0.wait().unwrap().success());
-    drop(_serve);
+    drop(serve);
     assert_eq!(ok(count(&w)), "\"count()\"\n12\n");
 }
 

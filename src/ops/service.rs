@@ -162,8 +162,8 @@ fn install(kind: ServiceKind, plan: &ServicePlan, start: bool) -> Result<()> {
         ServiceKind::Launchd => vec![argv(&[
             "launchctl",
             "bootstrap",
-            &format!("gui/{}", uid()),
-            &file.to_string_lossy(),
+            format!("gui/{}", uid()).as_str(),
+            file.to_string_lossy().as_ref(),
         ])],
     };
     if start {
@@ -190,7 +190,7 @@ fn uninstall(kind: ServiceKind) -> Result<()> {
         ServiceKind::Launchd => run_steps(&[argv(&[
             "launchctl",
             "bootout",
-            &format!("gui/{}/{AGENT_LABEL}", uid()),
+            format!("gui/{}/{AGENT_LABEL}", uid()).as_str(),
         ])]),
     }
     match std::fs::remove_file(&file) {
@@ -231,7 +231,7 @@ fn status(kind: ServiceKind) -> Result<()> {
         ServiceKind::Launchd => run_steps(&[argv(&[
             "launchctl",
             "print",
-            &format!("gui/{}/{AGENT_LABEL}", uid()),
+            format!("gui/{}/{AGENT_LABEL}", uid()).as_str(),
         ])]),
     }
     Ok(())

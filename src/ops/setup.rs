@@ -76,7 +76,7 @@ fn install_engine(python: &Path, version: &str) -> Result<PathBuf> {
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            &format!("chdb-core=={version}"),
+            format!("chdb-core=={version}").as_str(),
         ]),
         "pip install chdb-core",
     )?;
