@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
-bash scripts/setup-clickhouse.sh
 bash plugins/build.sh
+# The engine's own `setup` installs the embedded ClickHouse (idempotent).
+cargo build --locked --bin claude-ingest
+./target/debug/claude-ingest setup
 echo "== cargo fmt --check"; cargo fmt --all -- --check
 echo "== cargo clippy";      cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test";        cargo test --locked --lib --bins --tests -- --test-threads=2

@@ -1,10 +1,13 @@
 //! Configuration: defaults, overridden by a YAML config file, overridden by
 //! environment variables and command-line flags (clap handles the last two).
 //!
-//! Everything has a default so `claude-ingest ingest` works with no file at all:
-//! it tails `~/.claude/projects`, uses the rule pack in `./rules` and an
+//! Everything has a default so `claude-ingest ingest` works with no file at all,
+//! from any directory: it tails `~/.claude/projects`, uses the built-in rule
+//! pack (overlaid by `./rules`, else by `~/.config/claude-ingest/rules`) and an
 //! embedded ClickHouse under the state directory.
 
+use crate::builtin;
+use crate::rules::pack::RuleSource;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -20,15 +23,19 @@ pub enum ClickHouseMode {
     Server,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickHouseSection {
     pub mode: ClickHouseMode,
     pub url: String,
     pub user: String,
     pub password: String,
+    /// A file holding the password (its first line), read at start: keeps the
+    /// secret out of the config, the command line (`ps`) and the environment.
+    pub password_file: Option<PathBuf>,
     pub database: String,
-    /// `none` or `lz4` (lz4 only against a real server).
+    /// `auto` (lz4 to a server that is not on loopback, none otherwise), `none`
+    /// or `lz4` (lz4 only against a real server).
     pub compression: String,
     /// Python interpreter of the chdb-core virtualenv (embedded mode).
     pub python: Option<PathBuf>,
@@ -43,11 +50,69 @@ impl Default for ClickHouseSection {
             url: "http://127.0.0.1:8123".into(),
             user: "default".into(),
             password: String::new(),
+            password_file: None,
             database: "claude_logs".into(),
-            compression: "none".into(),
+            compression: "auto".into(),
             python: None,
             data_dir: None,
         }
+    }
+}
+
+/// Never prints the password (configs are logged and shown in errors).
+impl std::fmt::Debug for ClickHouseSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseSection")
+            .field("mode", &self.mode)
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("password_file", &self.password_file)
+            .field("database", &self.database)
+            .field("compression", &self.compression)
+            .field("python", &self.python)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl ClickHouseSection {
+    /// Replace `password` with the first line of `password_file`, if set.
+    pub fn read_password_file(&mut self) -> Result<()> {
+        let Some(path) = &self.password_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the ClickHouse password file {}",
+                path.display()
+            )
+        })?;
+        self.password = text.lines().next().unwrap_or_default().to_string();
+        Ok(())
+    }
+
+    /// Whether inserts and results travel lz4-compressed.
+    pub fn lz4(&self) -> bool {
+        match self.compression.as_str() {
+            "lz4" => true,
+            "auto" => self.mode == ClickHouseMode::Server && !is_loopback_url(&self.url),
+            _ => false,
+        }
+    }
+}
+
+/// Compression pays over a network; on loopback it only costs CPU (and the
+/// embedded front, always on loopback, does not speak it).
+fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
     }
 }
 
@@ -183,7 +248,10 @@ impl Default for ApiSection {
 pub struct Config {
     pub root: PathBuf,
     pub state_dir: PathBuf,
+    /// The user's rules: override (same file name) or extend the built-in pack.
     pub rules_dir: PathBuf,
+    /// Start from the rule pack compiled into the binary (false: `rules_dir` alone).
+    pub builtin_rules: bool,
     pub plugins_dir: PathBuf,
     /// Extra DDL (`*.sql`) applied after the built-in schema, e.g. plugin tables.
     pub schema_dirs: Vec<PathBuf>,
@@ -197,14 +265,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("."));
-        let data_home = std::env::var_os("CLAUDE_INGEST_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".local/share/claude-ingest"));
         Config {
             root: home.join(".claude/projects"),
-            state_dir: data_home.join("state"),
-            rules_dir: PathBuf::from("rules"),
-            plugins_dir: PathBuf::from("plugins/dist"),
+            state_dir: builtin::data_home().join("state"),
+            rules_dir: default_rules_dir(),
+            builtin_rules: true,
+            plugins_dir: default_plugins_dir(),
             schema_dirs: Vec::new(),
             clickhouse: ClickHouseSection::default(),
             source: SourceSection::default(),
@@ -215,7 +281,38 @@ impl Default for Config {
     }
 }
 
+/// `./rules` when it exists (a checkout, or a team's rules next to the
+/// config), else the user's `~/.config/claude-ingest/rules`.
+fn default_rules_dir() -> PathBuf {
+    let local = PathBuf::from("rules");
+    if local.is_dir() {
+        local
+    } else {
+        builtin::user_rules_dir()
+    }
+}
+
+/// `./plugins/dist` when it exists (a checkout), else where `setup` installs them.
+fn default_plugins_dir() -> PathBuf {
+    let local = PathBuf::from("plugins/dist");
+    if local.is_dir() {
+        local
+    } else {
+        builtin::installed_plugins_dir()
+    }
+}
+
 impl Config {
+    /// The rule pack in effect: built-in files overlaid by `rules_dir`. Only
+    /// the default user dir may be missing; a dir someone named must exist.
+    pub fn rule_source(&self) -> RuleSource {
+        RuleSource {
+            builtin: self.builtin_rules,
+            dir: self.rules_dir.clone(),
+            dir_optional: self.builtin_rules && self.rules_dir == builtin::user_rules_dir(),
+        }
+    }
+
     /// Read a YAML config file; every key is optional and unknown keys are errors
     /// (a typo must not silently fall back to a default).
     pub fn from_file(path: &Path) -> Result<Config> {
@@ -251,9 +348,12 @@ impl Config {
             // Shorter, and a line caught half-written would be cut in two.
             bail!("source.partial_line_grace_ms must be at least 100");
         }
-        if !matches!(self.clickhouse.compression.as_str(), "none" | "lz4") {
+        if !matches!(
+            self.clickhouse.compression.as_str(),
+            "auto" | "none" | "lz4"
+        ) {
             bail!(
-                "clickhouse.compression must be `none` or `lz4`, not `{}`",
+                "clickhouse.compression must be `auto`, `none` or `lz4`, not `{}`",
                 self.clickhouse.compression
             );
         }
@@ -362,6 +462,30 @@ mod tests {
         c.source.partial_line_grace_ms = 0;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("partial_line_grace_ms"), "{err}");
+    }
+
+    #[test]
+    fn password_file_and_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let mut c = Config::default();
+        c.clickhouse.password_file = Some(pw);
+        c.clickhouse.read_password_file().unwrap();
+        assert_eq!(c.clickhouse.password, "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        c.clickhouse.password_file = Some(dir.path().join("missing"));
+        let err = c.clickhouse.read_password_file().unwrap_err().to_string();
+        assert!(err.contains("password file"), "{err}");
+
+        assert!(!c.clickhouse.lz4(), "embedded: never");
+        c.clickhouse.mode = ClickHouseMode::Server;
+        c.clickhouse.url = "https://ch.example.com:8443".into();
+        assert!(c.clickhouse.lz4(), "a remote server: lz4");
+        c.clickhouse.url = "http://127.0.0.1:8123".into();
+        assert!(!c.clickhouse.lz4(), "loopback: none");
+        c.clickhouse.compression = "lz4".into();
+        assert!(c.clickhouse.lz4());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! and `report` (ccusage-style usage reports on the command line).
 
 pub mod api;
+pub mod builtin;
 pub mod config;
+pub mod ops;
 pub mod parse;
 pub mod pipeline;
 pub mod plugins;

@@ -1,9 +1,11 @@
-//! `claude-ingest` command line: ingest / backfill / serve / check-rules / schema / report.
+//! `claude-ingest` command line: ingest / backfill / serve / check-rules / schema / report,
+//! and the operator's setup / service / sql.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use claude_ingest::config::{ClickHouseMode, Config};
 use claude_ingest::pipeline;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,9 +33,13 @@ struct GlobalArgs {
     /// State directory: checkpoints, spool, embedded ClickHouse data.
     #[arg(long, global = true, env = "CLAUDE_INGEST_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Rules directory (default ./rules).
+    /// Your rules: override (same file name) or extend the built-in pack
+    /// (default ./rules, else ~/.config/claude-ingest/rules).
     #[arg(long, global = true, env = "CLAUDE_INGEST_RULES")]
     rules: Option<PathBuf>,
+    /// Use only the rules directory, not the built-in rule pack.
+    #[arg(long, global = true, env = "CLAUDE_INGEST_NO_BUILTIN_RULES")]
+    no_builtin_rules: bool,
     /// WASM plugins directory (default ./plugins/dist).
     #[arg(long, global = true, env = "CLAUDE_INGEST_PLUGINS")]
     plugins: Option<PathBuf>,
@@ -42,6 +48,7 @@ struct GlobalArgs {
     clickhouse_url: Option<String>,
     #[arg(long, global = true, env = "CLICKHOUSE_USER")]
     clickhouse_user: Option<String>,
+    /// Visible in `ps`: prefer CLICKHOUSE_PASSWORD or --clickhouse-password-file.
     #[arg(
         long,
         global = true,
@@ -49,6 +56,9 @@ struct GlobalArgs {
         hide_env_values = true
     )]
     clickhouse_password: Option<String>,
+    /// File whose first line is the ClickHouse password.
+    #[arg(long, global = true, env = "CLICKHOUSE_PASSWORD_FILE")]
+    clickhouse_password_file: Option<PathBuf>,
     /// ClickHouse database name (default claude_logs).
     #[arg(long, global = true, env = "CLAUDE_INGEST_DATABASE")]
     database: Option<String>,
@@ -93,6 +103,12 @@ enum Command {
     Schema,
     /// Usage reports like ccusage's: daily, weekly, monthly, session, blocks.
     Report(claude_ingest::report::ReportArgs),
+    /// Install the embedded ClickHouse engine and the example plugins (idempotent).
+    Setup,
+    /// Run `ingest` as a service: systemd user unit (Linux) / launchd agent (macOS).
+    Service(claude_ingest::ops::service::ServiceArgs),
+    /// Run a read-only SQL query on the store (attaches to a running `ingest`).
+    Sql(claude_ingest::ops::sql::SqlArgs),
 }
 
 fn build_config(g: &GlobalArgs) -> Result<Config> {
@@ -122,11 +138,57 @@ fn build_config(g: &GlobalArgs) -> Result<Config> {
     if let Some(v) = &g.clickhouse_password {
         cfg.clickhouse.password = v.clone();
     }
+    if let Some(v) = &g.clickhouse_password_file {
+        cfg.clickhouse.password_file = Some(v.clone());
+    }
+    if g.no_builtin_rules {
+        cfg.builtin_rules = false;
+    }
+    cfg.clickhouse.read_password_file()?;
     if let Some(v) = &g.database {
         cfg.clickhouse.database = v.clone();
     }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The global options given now (flags or env), for the service to run with:
+/// paths made absolute (it runs elsewhere), the password left out (the
+/// service writes it to a private file).
+fn service_globals(g: &GlobalArgs) -> Result<Vec<OsString>> {
+    let mut out: Vec<OsString> = Vec::new();
+    let paths = [
+        ("--config", &g.config),
+        ("--root", &g.root),
+        ("--state-dir", &g.state_dir),
+        ("--rules", &g.rules),
+        ("--plugins", &g.plugins),
+        ("--clickhouse-password-file", &g.clickhouse_password_file),
+    ];
+    for (flag, value) in paths {
+        if let Some(p) = value {
+            let abs = std::path::absolute(p)
+                .with_context(|| format!("cannot make {} absolute", p.display()))?;
+            out.extend([flag.into(), abs.into_os_string()]);
+        }
+    }
+    let words = [
+        ("--clickhouse-url", &g.clickhouse_url),
+        ("--clickhouse-user", &g.clickhouse_user),
+        ("--database", &g.database),
+    ];
+    for (flag, value) in words {
+        if let Some(v) = value {
+            out.extend([flag.into(), v.into()]);
+        }
+    }
+    if g.no_builtin_rules {
+        out.push("--no-builtin-rules".into());
+    }
+    if g.log_format != "text" {
+        out.extend(["--log-format".into(), g.log_format.clone().into()]);
+    }
+    Ok(out)
 }
 
 fn init_tracing(format: &str, default_level: &str) {
@@ -144,8 +206,16 @@ fn init_tracing(format: &str, default_level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::args()
+        .any(|a| a == "--clickhouse-password" || a.starts_with("--clickhouse-password="))
+    {
+        eprintln!(
+            "warning: a password on the command line is visible to every local user (ps); \
+             use CLICKHOUSE_PASSWORD or --clickhouse-password-file"
+        );
+    }
     // A report is read by a person: engine start-up chatter only on request (RUST_LOG).
-    let level = if matches!(cli.command, Command::Report(_)) {
+    let level = if matches!(cli.command, Command::Report(_) | Command::Sql(_)) {
         "warn"
     } else {
         "info"
@@ -168,13 +238,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckRules { dir } => {
-            let dir = dir.unwrap_or_else(|| cfg.rules_dir.clone());
-            let ok = pipeline::check_rules(&cfg, &dir)?;
+            let mut source = cfg.rule_source();
+            if let Some(dir) = dir {
+                source.dir = dir;
+                source.dir_optional = false;
+            }
+            let ok = pipeline::check_rules(&cfg, &source)?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Service(args) => {
+            let password = cli.global.clickhouse_password.as_deref();
+            claude_ingest::ops::service::run(&args, service_globals(&cli.global)?, password)?;
+            Ok(ExitCode::SUCCESS)
         }
         command => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -200,10 +279,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         pipeline::serve(cfg, &listen).await?;
                     }
                     Command::Report(args) => {
-                        let conn = pipeline::connect(&cfg).await?;
+                        let conn = pipeline::connect_reader(&cfg).await?;
                         print!("{}", claude_ingest::report::run(&conn.reader, &args).await?);
                     }
-                    Command::Schema | Command::CheckRules { .. } => {}
+                    Command::Sql(args) => {
+                        let conn = pipeline::connect_reader(&cfg).await?;
+                        claude_ingest::ops::sql::run(&conn.reader, &args).await?;
+                    }
+                    Command::Setup => claude_ingest::ops::setup::run(&cfg).await?,
+                    Command::Schema | Command::CheckRules { .. } | Command::Service(_) => {}
                 }
                 Ok::<_, anyhow::Error>(())
             })?;

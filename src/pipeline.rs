@@ -20,11 +20,12 @@ use crate::config::{ClickHouseMode, Config};
 use crate::parse::parse_line;
 use crate::plugins::{spawn_plugin_watcher, PluginLimits, PluginsHandle};
 use crate::row::Row;
+use crate::rules::pack::{Provider, RuleSource};
 use crate::rules::reload::{spawn_rules_watcher, RulesHandle};
 use crate::rules::{EntryInput, RuleSet};
 use crate::sink::budget::{ByteBudget, Permit};
 use crate::sink::clickhouse::{schema_script, ChClient, ChSettings};
-use crate::sink::embedded::{private_dir, EmbeddedClickHouse, Role};
+use crate::sink::embedded::{private_dir, Access, EmbeddedClickHouse, Role};
 use crate::sink::spool::Spool;
 use crate::sink::status::{now_ms, IngestStatus};
 use crate::sink::writer::{approx_bytes, run_writer, DeadLetter, SinkItem, Writer, WriterConfig};
@@ -57,15 +58,29 @@ pub fn plugin_limits(cfg: &Config) -> PluginLimits {
     PluginLimits::from_section(&cfg.plugins)
 }
 
-/// `check-rules`: print every problem as `file:line: reason`; true when valid.
-pub fn check_rules(cfg: &Config, dir: &Path) -> Result<bool> {
-    let rs = match RuleSet::load_dir(dir) {
+/// `check-rules`: print which files are in effect (built-in, user, overrides)
+/// and every problem as `file:line: reason`; true when valid.
+pub fn check_rules(cfg: &Config, source: &RuleSource) -> Result<bool> {
+    if let Ok(files) = source.files() {
+        println!("rules in effect ({}):", source.describe());
+        for f in &files {
+            let from = match f.provider {
+                Provider::Builtin => "built-in".to_string(),
+                Provider::User {
+                    overrides_builtin: true,
+                } => format!("{} (overrides the built-in file)", f.path.display()),
+                Provider::User { .. } => f.path.display().to_string(),
+            };
+            println!("  {:<24} {from}", f.name);
+        }
+    }
+    let rs = match source.load() {
         Ok(rs) => rs,
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("{e}");
             }
-            eprintln!("{} error(s) in {}", errors.0.len(), dir.display());
+            eprintln!("{} error(s) in {}", errors.0.len(), source.describe());
             return Ok(false);
         }
     };
@@ -74,6 +89,15 @@ pub fn check_rules(cfg: &Config, dir: &Path) -> Result<bool> {
         eprintln!("warning: plugin {r}");
     }
     let loaded = plugins.names();
+    println!(
+        "plugins in {}: {}",
+        cfg.plugins_dir.display(),
+        if loaded.is_empty() {
+            "none".to_string()
+        } else {
+            loaded.join(", ")
+        }
+    );
     let mut ok = true;
     for (name, optional) in rs.plugin_names() {
         if !loaded.contains(&name) {
@@ -91,7 +115,7 @@ pub fn check_rules(cfg: &Config, dir: &Path) -> Result<bool> {
             }
         }
     }
-    println!("{}: ok ({})", dir.display(), rs.summary());
+    println!("{}: ok ({})", source.describe(), rs.summary());
     for (name, table) in rs.table_rules() {
         println!("  table rule {name} -> {table}");
     }
@@ -127,7 +151,7 @@ pub async fn connect(cfg: &Config) -> Result<Connection> {
                 user: cfg.clickhouse.user.clone(),
                 password: cfg.clickhouse.password.clone(),
                 database: db.clone(),
-                lz4: cfg.clickhouse.compression == "lz4",
+                lz4: cfg.clickhouse.lz4(),
             })?;
             (client.clone(), client, None)
         }
@@ -152,6 +176,49 @@ pub async fn connect(cfg: &Config) -> Result<Connection> {
         reader,
         embedded,
     })
+}
+
+/// For readers (`sql`, `serve`, `report`): on the embedded store, attach to
+/// the engine a running `ingest` (or `serve`) already owns, with the read-only
+/// key it publishes in `access.json`; otherwise [`connect`] (start it).
+pub async fn connect_reader(cfg: &Config) -> Result<Connection> {
+    if cfg.clickhouse.mode == ClickHouseMode::Embedded {
+        if let Some(reader) = attach(cfg).await? {
+            return Ok(Connection {
+                client: reader.clone(),
+                reader,
+                embedded: None,
+            });
+        }
+    }
+    connect(cfg).await
+}
+
+/// The running engine's reader, or None when no live engine published its
+/// address (none running, or a stale file left by one that was killed).
+async fn attach(cfg: &Config) -> Result<Option<ChClient>> {
+    let dir = cfg.embedded_data_dir();
+    let Ok(access) = Access::read(&dir) else {
+        return Ok(None);
+    };
+    // SAFETY: signal 0 only checks that the pid exists; nothing is sent.
+    if unsafe { libc::kill(access.pid as libc::pid_t, 0) } != 0 {
+        tracing::debug!(pid = access.pid, "stale access file: its engine is gone");
+        return Ok(None);
+    }
+    let reader = ChClient::new(access.settings(Role::Reader, &cfg.clickhouse.database))?;
+    match reader.wait_ready(Duration::from_secs(10)).await {
+        Ok(()) => {
+            tracing::info!(pid = access.pid, url = %access.url, "attached to the running embedded engine (read-only)");
+            Ok(Some(reader))
+        }
+        Err(e) => {
+            // A reused pid, or an engine on its way out: start our own (which
+            // refuses politely if the store is still held).
+            tracing::debug!(error = %format!("{e:#}"), "the published engine does not answer");
+            Ok(None)
+        }
+    }
 }
 
 /// What a run did (printed by `backfill`).
@@ -248,7 +315,7 @@ pub async fn backfill(cfg: Config, progress: bool) -> Result<String> {
 
 /// `serve`: the API and dashboard over whatever the database holds.
 pub async fn serve(cfg: Config, listen: &str) -> Result<()> {
-    let conn = connect(&cfg).await?;
+    let conn = connect_reader(&cfg).await?;
     let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
     conn.report_to(&status);
     let state = api::ApiState::from_config(conn.reader.clone(), status, &cfg.api, listen);
@@ -297,9 +364,10 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
             cfg.root.display()
         );
     }
-    let rules = RulesHandle::load(&cfg.rules_dir)
-        .map_err(|e| anyhow!("the rules in {} are invalid:\n{e}", cfg.rules_dir.display()))?;
-    tracing::info!(dir = %cfg.rules_dir.display(), rules = %rules.current().summary(), "rules loaded");
+    let source = cfg.rule_source();
+    let rules = RulesHandle::load_source(source.clone())
+        .map_err(|e| anyhow!("the rules in {} are invalid:\n{e}", source.describe()))?;
+    tracing::info!(rules_from = %source.describe(), rules = %rules.current().summary(), "rules loaded");
     let (plugins, rejected) = PluginsHandle::load(&cfg.plugins_dir, plugin_limits(cfg))?;
     for r in &rejected {
         tracing::error!(plugin = %r, "plugin rejected");

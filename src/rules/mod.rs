@@ -11,6 +11,7 @@
 mod apply;
 mod compile;
 pub mod expr;
+pub mod pack;
 pub mod pricing;
 pub mod redact;
 pub mod reload;
@@ -163,44 +164,7 @@ impl RuleSet {
     /// Load every `*.yaml` / `*.yml` file of `dir` (sorted by name, so `00-` files
     /// come first) into one rule pack; every problem is reported, not just the first.
     pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
-        let dir_error = |message: String| {
-            RuleErrors(vec![RuleError {
-                file: dir.to_path_buf(),
-                line: None,
-                message,
-            }])
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| dir_error(format!("cannot read rules directory: {e}")))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(dir_error(
-                "no rule files (*.yaml) in the rules directory".into(),
-            ));
-        }
-        let mut sources = Vec::new();
-        let mut errors = Vec::new();
-        for f in &files {
-            match std::fs::read_to_string(f) {
-                Ok(t) => sources.push((f.clone(), t)),
-                Err(e) => errors.push(RuleError {
-                    file: f.clone(),
-                    line: None,
-                    message: format!("cannot read: {e}"),
-                }),
-            }
-        }
-        match Self::from_sources(&sources) {
-            Ok(rs) if errors.is_empty() => Ok(rs),
-            Ok(_) => Err(RuleErrors(errors)),
-            Err(RuleErrors(more)) => {
-                errors.extend(more);
-                Err(RuleErrors(errors))
-            }
-        }
+        pack::RuleSource::dir_only(dir).load()
     }
 
     /// Build a rule pack from (file name, YAML text) pairs.

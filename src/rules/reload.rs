@@ -3,6 +3,7 @@
 //! as a whole; a broken edit is rejected (logged with file:line) and the
 //! previous rules keep running.
 
+use super::pack::RuleSource;
 use super::{RuleErrors, RuleSet};
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
@@ -15,7 +16,7 @@ use std::time::{Duration, SystemTime};
 pub struct RulesHandle {
     current: Arc<ArcSwap<RuleSet>>,
     generation: Arc<AtomicU64>,
-    dir: PathBuf,
+    source: RuleSource,
 }
 
 /// What a reload did.
@@ -73,12 +74,18 @@ fn changed_files(old: &Stamp, new: &Stamp) -> Vec<String> {
 }
 
 impl RulesHandle {
+    /// The pack of `dir` alone.
     pub fn load(dir: &Path) -> Result<RulesHandle, RuleErrors> {
-        let rs = RuleSet::load_dir(dir)?;
+        Self::load_source(RuleSource::dir_only(dir))
+    }
+
+    /// The pack in effect for `source` (built-in files overlaid by the user dir).
+    pub fn load_source(source: RuleSource) -> Result<RulesHandle, RuleErrors> {
+        let rs = source.load()?;
         Ok(RulesHandle {
             current: Arc::new(ArcSwap::from_pointee(rs)),
             generation: Arc::new(AtomicU64::new(1)),
-            dir: dir.to_path_buf(),
+            source,
         })
     }
 
@@ -87,7 +94,7 @@ impl RulesHandle {
         RulesHandle {
             current: Arc::new(ArcSwap::from_pointee(rs)),
             generation: Arc::new(AtomicU64::new(1)),
-            dir: dir.to_path_buf(),
+            source: RuleSource::dir_only(dir),
         }
     }
 
@@ -99,8 +106,9 @@ impl RulesHandle {
         self.generation.load(Ordering::SeqCst)
     }
 
+    /// The user's directory (the one that is watched; built-in files never change).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.source.dir
     }
 
     /// Reload from disk now.
@@ -111,12 +119,12 @@ impl RulesHandle {
     /// Reload, naming the files that changed in the log line.
     pub fn reload_changed(&self, changed: &[String]) -> ReloadOutcome {
         let changed = changed.join(", ");
-        match RuleSet::load_dir(&self.dir) {
+        match self.source.load() {
             Ok(rs) => {
                 let summary = rs.summary();
                 self.current.store(Arc::new(rs));
                 let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-                tracing::info!(dir = %self.dir.display(), %changed, generation, %summary, "rules reloaded");
+                tracing::info!(dir = %self.source.dir.display(), %changed, generation, %summary, "rules reloaded");
                 ReloadOutcome::Reloaded {
                     generation,
                     summary,
@@ -177,6 +185,11 @@ pub fn spawn_rules_watcher(
             let _watcher = match watcher {
                 Ok(mut w) => match w.watch(handle.dir(), RecursiveMode::NonRecursive) {
                     Ok(()) => Some(w),
+                    // The default user dir may not exist yet: polling picks it up once made.
+                    Err(e) if !handle.dir().exists() => {
+                        tracing::debug!(error = %e, dir = %handle.dir().display(), "rules dir absent; polling for it");
+                        None
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot watch rules dir; polling only");
                         None

@@ -96,14 +96,26 @@ pub fn schema_statements(extra_dirs: &[PathBuf]) -> Result<Vec<Statement>> {
     Ok(out)
 }
 
-/// Settings of one connection.
-#[derive(Debug, Clone)]
+/// Settings of one connection (`Debug` hides the password).
+#[derive(Clone)]
 pub struct ChSettings {
     pub url: String,
     pub user: String,
     pub password: String,
     pub database: String,
     pub lz4: bool,
+}
+
+impl std::fmt::Debug for ChSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChSettings")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("database", &self.database)
+            .field("lz4", &self.lz4)
+            .finish()
+    }
 }
 
 /// A ClickHouse connection bound to one database.

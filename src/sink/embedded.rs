@@ -214,19 +214,12 @@ struct Running {
     _stdin: ChildStdin,
 }
 
-/// The interpreter of the venv made by `scripts/setup-clickhouse.sh`.
+/// The interpreter of the venv made by `claude-ingest setup`.
 pub fn default_python() -> PathBuf {
     if let Some(p) = std::env::var_os("CLAUDE_INGEST_PYTHON") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("CLAUDE_INGEST_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            dirs::home_dir()
-                .unwrap_or_else(|| PathBuf::from("."))
-                .join(".local/share/claude-ingest")
-        });
-    home.join("chdb-venv/bin/python")
+    crate::builtin::data_home().join("chdb-venv/bin/python")
 }
 
 /// Create `dir` (and missing parents) readable by its owner only, and tighten
@@ -267,7 +260,7 @@ impl EmbeddedClickHouse {
         if !python.exists() {
             bail!(
                 "the embedded ClickHouse engine is not installed ({} is missing): run \
-                 `scripts/setup-clickhouse.sh`, or point --clickhouse-url at a ClickHouse server",
+                 `claude-ingest setup`, or point --clickhouse-url at a ClickHouse server",
                 python.display()
             );
         }
@@ -578,8 +571,9 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     if !flock_within(&f, Duration::from_secs(5)) {
         bail!(
-            "another claude-ingest process is using the embedded ClickHouse data in {} \
-             (stop it, or use its dashboard: `ingest` serves the API too)",
+            "another claude-ingest process holds the embedded ClickHouse data in {} and has \
+             published no engine to attach to (it may be starting or stopping: try again in a \
+             moment; `sql`, `serve` and `report` attach to a running `ingest` by themselves)",
             dir.display()
         );
     }
