@@ -72,6 +72,8 @@ enum Command {
         /// Do not serve the API / dashboard.
         #[arg(long)]
         no_api: bool,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// One pass over existing files, then exit with a summary.
     Backfill {
@@ -83,6 +85,8 @@ enum Command {
     Serve {
         #[arg(long)]
         listen: Option<String>,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Validate a rules directory (and the plugins it references).
     CheckRules {
@@ -93,6 +97,19 @@ enum Command {
     Schema,
     /// Usage reports like ccusage's: daily, weekly, monthly, session, blocks.
     Report(claude_ingest::report::ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct AuthArgs {
+    /// Serve the API on a non-loopback address without bearer tokens.
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+impl AuthArgs {
+    fn apply(&self, cfg: &mut Config) {
+        cfg.api.insecure_no_auth |= self.insecure_no_auth;
+    }
 }
 
 fn build_config(g: &GlobalArgs) -> Result<Config> {
@@ -161,7 +178,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let cfg = build_config(&cli.global)?;
+    let mut cfg = build_config(&cli.global)?;
+    if let Command::Ingest { auth, .. } | Command::Serve { auth, .. } = &cli.command {
+        auth.apply(&mut cfg);
+    }
     match cli.command {
         Command::Schema => {
             print!("{}", pipeline::schema_text(&cfg)?);
@@ -183,7 +203,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
                 match command {
-                    Command::Ingest { listen, no_api } => {
+                    Command::Ingest { listen, no_api, .. } => {
                         let listen = if no_api {
                             None
                         } else {
@@ -195,7 +215,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         let summary = pipeline::backfill(cfg, !quiet).await?;
                         println!("{summary}");
                     }
-                    Command::Serve { listen } => {
+                    Command::Serve { listen, .. } => {
                         let listen = listen.unwrap_or_else(|| cfg.api.listen.clone());
                         pipeline::serve(cfg, &listen).await?;
                     }
