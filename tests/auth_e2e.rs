@@ -191,7 +191,7 @@ async fn tokens_are_required_and_scopes_hold() {
     assert_eq!(
         sec["dead_letters"],
         json!([]),
-        "the example's dead letters are not bob's"
+        "the example's dead letters are not bob's: {sec}"
     );
     assert_eq!(sec["sensitive_files"], json!([]));
     let (c, e) = get(&base, "/api/claude-sessions?user=alice", Some(BOB)).await;

@@ -367,6 +367,9 @@ fn echo(f: &Filters) -> Value {
 // Reusable SQL fragments: they only reference bound parameters.
 const TS_RANGE: &str =
     "timestamp >= {from:DateTime64(3, 'UTC')} AND timestamp < {to:DateTime64(3, 'UTC')}";
+/// The user and host filters (tables without a project: dead letters).
+const USER_HOST: &str =
+    "({user:String} = '' OR user_name = {user:String}) AND ({host:String} = '' OR host = {host:String})";
 /// The identity filters alone (user, host, and a token's project scope).
 const IDENTITY: &str = "({user:String} = '' OR user_name = {user:String}) AND ({host:String} = '' OR host = {host:String}) AND ({project_scope:String} = '' OR project = {project_scope:String})";
 /// The project, user and host filters (every table has those columns).
@@ -594,7 +597,7 @@ async fn security_events(State(s): State<ApiState>, req: Req) -> ApiResult {
     );
     // Dead letters carry no project: a project-scoped token sees none.
     let dead = format!(
-        "SELECT stage, count() AS lines FROM claude_dead_letters WHERE {IDENTITY} AND {{project_scope:String}} = ''
+        "SELECT stage, count() AS lines FROM claude_dead_letters WHERE {USER_HOST} AND {{project_scope:String}} = ''
          GROUP BY stage ORDER BY lines DESC"
     );
     let (t, d, fl, dl) = tokio::join!(

@@ -133,20 +133,16 @@ fn add_usage_sums(totals: &mut Value, parts: &[Map<String, Value>]) {
 
 pub(super) async fn sessions(State(s): State<ApiState>, req: Req) -> ApiResult {
     let f = filters(&req, RANGE, 50)?;
+    // FINAL folds each session's partial rows while reading, in key order:
+    // much cheaper than a hash GROUP BY over tens of thousands of sessions,
+    // and this set is read three times below.
     let grouped = format!(
-        "SELECT project, session_id,
-                min(first_timestamp) AS first_activity, max(last_timestamp) AS last_activity,
-                sum(entries) AS entries, sum(prompts) AS prompts, sum(tool_results) AS tool_results,
-                sum(slash_commands) AS slash_commands, sum(meta_messages) AS meta_messages,
-                sum(subagent_prompts) AS subagent_prompts, sum(compactions) AS compactions,
-                sum(interruptions) AS interruptions, sum(user_lines) AS user_lines,
-                sum(assistant_lines) AS assistant_lines, sum(tool_calls) AS tool_calls,
-                sum(sidechain_entries) AS sidechain_entries, groupUniqArrayArray(models) AS models,
-                max(git_branch) AS git_branch, max(project_path) AS project_path,
-                dateDiff('second', min(first_timestamp), max(last_timestamp)) AS duration_s
-         FROM claude_sessions WHERE {SCOPE}
-         GROUP BY project, session_id
-         HAVING last_activity >= {{from:DateTime64(3, 'UTC')}} AND first_activity < {{to:DateTime64(3, 'UTC')}}"
+        "SELECT project, session_id, first_timestamp AS first_activity, last_timestamp AS last_activity,
+                entries, prompts, tool_results, slash_commands, meta_messages, subagent_prompts, compactions,
+                interruptions, user_lines, assistant_lines, tool_calls, sidechain_entries, models,
+                git_branch, project_path, dateDiff('second', first_timestamp, last_timestamp) AS duration_s
+         FROM claude_sessions FINAL
+         WHERE {SCOPE} AND last_timestamp >= {{from:DateTime64(3, 'UTC')}} AND first_timestamp < {{to:DateTime64(3, 'UTC')}}"
     );
     let listed =
         format!("SELECT * FROM ({grouped}) ORDER BY last_activity DESC LIMIT {{lim:UInt32}}");
@@ -158,16 +154,21 @@ pub(super) async fn sessions(State(s): State<ApiState>, req: Req) -> ApiResult {
          ORDER BY last_activity DESC",
         summaries_of(&format!("SELECT project, session_id FROM ({listed})"))
     );
-    // Usage of every session in range in one scan: the listed ones take
-    // theirs, the totals add them all.
+    // Usage of the listed sessions only; the totals add the usage of every
+    // session in range in SQL, so only a page of rows leaves ClickHouse
+    // however many sessions there are.
     let usage = format!(
         "SELECT project, session_id, {TOKEN_SUMS} FROM {REQUESTS}
-         WHERE {SCOPE} AND (project, session_id) IN (SELECT project, session_id FROM ({grouped}))
+         WHERE {SCOPE} AND (project, session_id) IN (SELECT project, session_id FROM ({listed}))
          GROUP BY project, session_id"
     );
     let totals = format!(
-        "SELECT count() AS sessions, sum(entries) AS entries, sum(prompts) AS prompts,
-                round(avg(duration_s), 1) AS avg_duration_s FROM ({grouped})"
+        "SELECT * FROM
+           (SELECT count() AS sessions, sum(entries) AS entries, sum(prompts) AS prompts,
+                   round(avg(duration_s), 1) AS avg_duration_s FROM ({grouped})) AS t
+         CROSS JOIN
+           (SELECT {TOKEN_SUMS} FROM {REQUESTS}
+            WHERE {SCOPE} AND (project, session_id) IN (SELECT project, session_id FROM ({grouped}))) AS u"
     );
     let (list, usage, totals) = tokio::join!(
         rows(&s, &list, &f),
@@ -175,8 +176,7 @@ pub(super) async fn sessions(State(s): State<ApiState>, req: Req) -> ApiResult {
         rows(&s, &totals, &f)
     );
     let usage = usage?;
-    let mut totals = first(totals?);
-    add_usage_sums(&mut totals, &usage);
+    let totals = first(totals?);
     let list = attach_usage(list?, &usage);
     Ok(Json(
         json!({"filters": echo(&f), "totals": totals, "sessions": list}),
@@ -252,19 +252,24 @@ pub(super) async fn cost_analysis(State(s): State<ApiState>, req: Req) -> ApiRes
     let f = filters(&req, RANGE, 10)?;
     // One scan of the requests feeds every panel: grouping sets per day, per
     // project, per model (with what the burn rate needs) and per session.
+    // Days and models are kept whole (the chart and the burn rate need them);
+    // projects and sessions only the `limit` most costly (window rn).
     let sql = format!(
-        "SELECT grouping(day, project, model, session_id) AS level, toString(day) AS day, project, model, session_id,
+        "SELECT * EXCEPT rn FROM (
+         SELECT grouping(day, project, model, session_id) AS level, toString(day) AS day, project, model, session_id,
                 count() AS responses, sum(tok) AS tokens, round(sum(usd), 6) AS cost,
                 sum(output_tokens) AS output_tokens, uniqExact(session_id) AS sessions,
                 countIf(NOT priced) AS unpriced_responses,
                 toUnixTimestamp64Milli(min(timestamp)) AS first_ms, toUnixTimestamp64Milli(max(timestamp)) AS last_ms,
                 toString(max(timestamp)) AS last_activity,
-                sumIf(usd, timestamp >= now64(3) - INTERVAL 24 HOUR) AS cost_last_24h
+                sumIf(usd, timestamp >= now64(3) - INTERVAL 24 HOUR) AS cost_last_24h,
+                row_number() OVER (PARTITION BY level ORDER BY cost DESC, project, session_id) AS rn
          FROM (SELECT toDate(timestamp) AS day, project, model, session_id, timestamp, output_tokens, priced,
                       input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens AS tok,
                       ifNull(cost, 0) AS usd
                FROM {REQUESTS} WHERE {TS_RANGE} AND {SCOPE})
-         GROUP BY GROUPING SETS ((day), (project), (model), (project, session_id))"
+         GROUP BY GROUPING SETS ((day), (project), (model), (project, session_id)))
+         WHERE level IN (7, 13) OR rn <= {{lim:UInt32}}"
     );
     let all = rows(&s, &sql, &f).await?;
     let part = |level: u64, keep: &[&str]| -> Vec<Map<String, Value>> {
