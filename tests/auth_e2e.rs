@@ -217,13 +217,13 @@ async fn tokens_are_required_and_scopes_hold() {
     let (_, ov) = get(&base, "/api/overview", Some(WEBAPP)).await;
     assert_eq!(ov["projects"], json!(["-home-dev-webapp"]));
     let (_, fa) = get(&base, "/api/claude-file-access", Some(WEBAPP)).await;
+    assert!(!fa["files"].as_array().unwrap().is_empty());
     for f in fa["files"].as_array().unwrap() {
+        let path = f["file_path"].as_str().unwrap();
         assert!(
-            f["file_path"]
-                .as_str()
-                .unwrap()
-                .starts_with("/home/dev/webapp"),
-            "{f}"
+            !path.starts_with("/home/dev/ingest-engine")
+                && !path.starts_with("/home/dev/data-pipeline"),
+            "another project's file: {f}"
         );
     }
     let (c, _) = get(

@@ -156,10 +156,12 @@ pub(super) async fn sessions(State(s): State<ApiState>, req: Req) -> ApiResult {
     );
     // Usage of the listed sessions only; the totals add the usage of every
     // session in range in SQL, so only a page of rows leaves ClickHouse
-    // however many sessions there are.
+    // however many sessions there are. `session_id IN` (with the project in
+    // SCOPE), not `(project, session_id) IN`: under FINAL the tuple form was
+    // 4-6x slower on 50k sessions. attach_usage matches on both.
     let usage = format!(
         "SELECT project, session_id, {TOKEN_SUMS} FROM {REQUESTS}
-         WHERE {SCOPE} AND (project, session_id) IN (SELECT project, session_id FROM ({listed}))
+         WHERE {SCOPE} AND session_id IN (SELECT session_id FROM ({listed}))
          GROUP BY project, session_id"
     );
     let totals = format!(
@@ -168,7 +170,7 @@ pub(super) async fn sessions(State(s): State<ApiState>, req: Req) -> ApiResult {
                    round(avg(duration_s), 1) AS avg_duration_s FROM ({grouped})) AS t
          CROSS JOIN
            (SELECT {TOKEN_SUMS} FROM {REQUESTS}
-            WHERE {SCOPE} AND (project, session_id) IN (SELECT project, session_id FROM ({grouped}))) AS u"
+            WHERE {SCOPE} AND session_id IN (SELECT session_id FROM ({grouped}))) AS u"
     );
     let (list, usage, totals) = tokio::join!(
         rows(&s, &list, &f),
