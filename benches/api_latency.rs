@@ -5,7 +5,16 @@
 //! and prints p50 / p95 / max per endpoint.
 //!
 //! `cargo bench --bench api_latency` (env API_BENCH_MESSAGES, default 1000000;
-//! API_BENCH_RUNS, default 30; API_BENCH_KEEP=1 keeps the database for inspection).
+//! API_BENCH_RUNS, default 30; API_BENCH_KEEP=1 keeps the database for inspection;
+//! API_BENCH_SHAPE, default `synthetic`, selects the corpus shape):
+//!
+//! - `synthetic`: 2,000 generated sessions in 20 projects over 90 days, one tool
+//!   call per three lines, short contents.
+//! - `examples`: the example sessions of `examples/claude-projects` (summaries,
+//!   subagents, sensitive files, dangerous commands, malformed lines; 44 tool
+//!   calls per 114 lines) copied into 100 project groups × N repetitions (88 for
+//!   1M lines), each copy with its own ids and shifted by a day per repetition.
+//!   A store built differently, so no index or view is tuned to one corpus only.
 
 use claude_ingest::pipeline::{run, RunOptions};
 use claude_ingest::sink::clickhouse::ChClient;
@@ -132,20 +141,184 @@ fn write_corpus(root: &Path, messages: usize) -> (usize, u64) {
     (lines, bytes)
 }
 
+/// The corpus shapes the bench can generate (`API_BENCH_SHAPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Synthetic,
+    Examples,
+}
+
+impl Shape {
+    fn from_env() -> Shape {
+        match std::env::var("API_BENCH_SHAPE").as_deref() {
+            Ok("examples") => Shape::Examples,
+            Ok("synthetic") | Err(_) => Shape::Synthetic,
+            Ok(other) => panic!("API_BENCH_SHAPE must be `synthetic` or `examples`, not `{other}`"),
+        }
+    }
+
+    /// Writes the corpus: (lines, bytes, message lines expected in the store, description).
+    fn write(self, root: &Path, messages: usize) -> (usize, u64, usize, String) {
+        match self {
+            Shape::Synthetic => {
+                let (lines, bytes) = write_corpus(root, messages);
+                let what = "2000 sessions, 20 projects, 90 days".to_string();
+                (lines, bytes, lines, what)
+            }
+            Shape::Examples => write_examples_corpus(root, messages),
+        }
+    }
+
+    /// Endpoints with filters that select a part of this shape's data.
+    fn filtered_endpoints(self) -> [&'static str; 2] {
+        match self {
+            Shape::Synthetic => [
+                "/api/claude-sessions?limit=100&project=-home-dev-project-07&from=2026-08-01",
+                "/api/claude-tool-usage?from=2026-09-01&to=2026-09-07",
+            ],
+            Shape::Examples => [
+                "/api/claude-sessions?limit=100&project=-home-dev-g007-webapp&from=2026-11-01",
+                "/api/claude-tool-usage?from=2026-11-01&to=2026-11-07",
+            ],
+        }
+    }
+}
+
+/// Groups of projects the example sessions are copied into.
+const EXAMPLE_GROUPS: usize = 100;
+
+/// Every file of `examples/claude-projects`, as (path relative to it, bytes).
+fn example_files() -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/claude-projects");
+    let mut out = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                let rel = p
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// One copy of an example file: its own ids (the first group of every UUID
+/// becomes `tag`; tool, request and message ids get it appended), its own
+/// project (`/home/dev/X` → `/home/dev/gNNN-X`) and timestamps `days` later.
+struct Copier {
+    uuid: regex::bytes::Regex,
+    ids: regex::bytes::Regex,
+    ts: regex::bytes::Regex,
+    home: regex::bytes::Regex,
+}
+
+impl Copier {
+    fn new() -> Copier {
+        Copier {
+            uuid: regex::bytes::Regex::new(
+                r"[0-9a-f]{8}(-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",
+            )
+            .unwrap(),
+            ids: regex::bytes::Regex::new(r"\b((?:toolu|req|msg)_[0-9A-Za-z]+)").unwrap(),
+            ts: regex::bytes::Regex::new(r#""timestamp": ?"([0-9T:.\-]+)Z""#).unwrap(),
+            home: regex::bytes::Regex::new("/home/dev/").unwrap(),
+        }
+    }
+
+    fn copy(&self, text: &[u8], group: usize, tag: u32, days: i64) -> Vec<u8> {
+        let t = self.uuid.replace_all(text, |c: &regex::bytes::Captures| {
+            let mut v = format!("{tag:08x}").into_bytes();
+            v.extend_from_slice(&c[1]);
+            v
+        });
+        let t = self.ids.replace_all(&t, |c: &regex::bytes::Captures| {
+            let mut v = c[1].to_vec();
+            v.extend_from_slice(format!("x{tag:08x}").as_bytes());
+            v
+        });
+        let t = self.ts.replace_all(&t, |c: &regex::bytes::Captures| {
+            let s = String::from_utf8_lossy(&c[1]);
+            let shifted = chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|d| {
+                    (d + chrono::Duration::days(days))
+                        .format("%Y-%m-%dT%H:%M:%S%.3f")
+                        .to_string()
+                })
+                .unwrap_or_else(|_| s.into_owned());
+            format!("\"timestamp\": \"{shifted}Z\"").into_bytes()
+        });
+        let home = format!("/home/dev/g{group:03}-");
+        self.home.replace_all(&t, home.as_bytes()).into_owned()
+    }
+}
+
+fn write_examples_corpus(root: &Path, messages: usize) -> (usize, u64, usize, String) {
+    let files = example_files();
+    let per_copy: usize = files
+        .iter()
+        .map(|(_, b)| b.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count())
+        .sum();
+    let reps = messages.div_ceil(EXAMPLE_GROUPS * per_copy).max(1);
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/EXPECTED.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let message_lines = expected["message_lines"].as_u64().unwrap() as usize;
+    let copier = Copier::new();
+    let (mut lines, mut bytes) = (0usize, 0u64);
+    for g in 0..EXAMPLE_GROUPS {
+        for r in 0..reps {
+            let tag = (g * reps + r) as u32;
+            for (rel, text) in &files {
+                let rel = copier.copy(rel.as_bytes(), g, tag, 0);
+                let rel = String::from_utf8_lossy(&rel).replacen(
+                    "-home-dev-",
+                    &format!("-home-dev-g{g:03}-"),
+                    1,
+                );
+                let path = root.join(rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let out = copier.copy(text, g, tag, r as i64);
+                lines += out.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count();
+                bytes += out.len() as u64;
+                std::fs::write(path, out).unwrap();
+            }
+        }
+    }
+    let what = format!(
+        "examples × {EXAMPLE_GROUPS} project groups × {reps} repetitions ({} sessions, {} projects, {reps} days)",
+        6 * EXAMPLE_GROUPS * reps,
+        3 * EXAMPLE_GROUPS
+    );
+    (lines, bytes, message_lines * EXAMPLE_GROUPS * reps, what)
+}
+
 /// Generate the corpus and ingest it through the pipeline into a fresh database.
-fn ingest_corpus(rt: &tokio::runtime::Runtime, messages: usize) -> (ChClient, u64) {
+fn ingest_corpus(rt: &tokio::runtime::Runtime, shape: Shape, messages: usize) -> (ChClient, u64) {
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
-    let (lines, bytes) = write_corpus(root.path(), messages);
-    println!("corpus: {lines} message lines, {:.0} MiB, 2000 sessions, 20 projects, 90 days (generated in {:.1} s)", bytes as f64 / 1048576.0, t0.elapsed().as_secs_f64());
+    let (lines, bytes, expected, what) = shape.write(root.path(), messages);
+    println!("corpus ({shape:?}): {lines} lines ({expected} message lines), {:.0} MiB, {what} (generated in {:.1} s)", bytes as f64 / 1048576.0, t0.elapsed().as_secs_f64());
 
     let (cfg, settings) = testing::config("bench_api", root.path(), state.path());
     let summary = rt.block_on(run(&cfg, RunOptions::once())).unwrap();
     println!("ingested through the pipeline: {summary}");
     let ch = ChClient::new(settings).unwrap();
     let stored = rt.block_on(ch.count("claude_messages", false)).unwrap();
-    assert_eq!(stored as usize, lines, "every message stored once");
+    assert_eq!(stored as usize, expected, "every message stored once");
     // Let background merges settle, as they would on a long-running server.
     rt.block_on(async {
         for t in [
@@ -178,6 +351,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
+    let shape = Shape::from_env();
+    // API_BENCH_WRITE_CORPUS=DIR: only write the corpus there (to study queries by hand).
+    if let Ok(dir) = std::env::var("API_BENCH_WRITE_CORPUS") {
+        let (lines, _, expected, what) = shape.write(Path::new(&dir), messages);
+        println!("wrote {lines} lines ({expected} message lines) to {dir}: {what}");
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -196,10 +376,11 @@ fn main() {
         );
         (ch, n)
     } else {
-        ingest_corpus(&rt, messages)
+        ingest_corpus(&rt, shape, messages)
     };
     let base = rt.block_on(testing::serve_api(ch.clone())).unwrap();
     let http = reqwest::Client::new();
+    let [filtered_sessions, filtered_tools] = shape.filtered_endpoints();
     let endpoints = [
         "/api/overview",
         "/api/claude-sessions?limit=100",
@@ -208,8 +389,8 @@ fn main() {
         "/api/claude-context-trends?bucket=day",
         "/api/claude-cost-analysis?limit=10",
         "/api/security-events?limit=25",
-        "/api/claude-sessions?limit=100&project=-home-dev-project-07&from=2026-08-01",
-        "/api/claude-tool-usage?from=2026-09-01&to=2026-09-07",
+        filtered_sessions,
+        filtered_tools,
         "/healthz",
     ];
     println!(

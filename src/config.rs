@@ -228,6 +228,11 @@ pub struct ApiSection {
     pub max_queries: usize,
     /// Deadline per request; past it the client gets 503.
     pub request_timeout_ms: u64,
+    /// Bearer tokens (YAML/JSON list, see README "API authentication");
+    /// env `CLAUDE_INGEST_API_TOKENS` may add more.
+    pub tokens_file: Option<PathBuf>,
+    /// Serve beyond loopback without tokens (flag `--insecure-no-auth`).
+    pub insecure_no_auth: bool,
 }
 
 impl Default for ApiSection {
@@ -238,6 +243,8 @@ impl Default for ApiSection {
             max_in_flight: 64,
             max_queries: 8,
             request_timeout_ms: 10_000,
+            tokens_file: None,
+            insecure_no_auth: false,
         }
     }
 }

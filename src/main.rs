@@ -82,6 +82,8 @@ enum Command {
         /// Do not serve the API / dashboard.
         #[arg(long)]
         no_api: bool,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// One pass over existing files, then exit with a summary.
     Backfill {
@@ -93,6 +95,8 @@ enum Command {
     Serve {
         #[arg(long)]
         listen: Option<String>,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Validate a rules directory (and the plugins it references).
     CheckRules {
@@ -109,6 +113,19 @@ enum Command {
     Service(claude_ingest::ops::service::ServiceArgs),
     /// Run a read-only SQL query on the store (attaches to a running `ingest`).
     Sql(claude_ingest::ops::sql::SqlArgs),
+}
+
+#[derive(Args, Debug)]
+struct AuthArgs {
+    /// Serve the API on a non-loopback address without bearer tokens.
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+impl AuthArgs {
+    fn apply(&self, cfg: &mut Config) {
+        cfg.api.insecure_no_auth |= self.insecure_no_auth;
+    }
 }
 
 fn build_config(g: &GlobalArgs) -> Result<Config> {
@@ -231,7 +248,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let cfg = build_config(&cli.global)?;
+    let mut cfg = build_config(&cli.global)?;
+    if let Command::Ingest { auth, .. } | Command::Serve { auth, .. } = &cli.command {
+        auth.apply(&mut cfg);
+    }
     match cli.command {
         Command::Schema => {
             print!("{}", pipeline::schema_text(&cfg)?);
@@ -262,7 +282,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
                 match command {
-                    Command::Ingest { listen, no_api } => {
+                    Command::Ingest { listen, no_api, .. } => {
                         let listen = if no_api {
                             None
                         } else {
@@ -274,7 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         let summary = pipeline::backfill(cfg, !quiet).await?;
                         println!("{summary}");
                     }
-                    Command::Serve { listen } => {
+                    Command::Serve { listen, .. } => {
                         let listen = listen.unwrap_or_else(|| cfg.api.listen.clone());
                         pipeline::serve(cfg, &listen).await?;
                     }

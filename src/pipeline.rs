@@ -318,7 +318,7 @@ pub async fn serve(cfg: Config, listen: &str) -> Result<()> {
     let conn = connect_reader(&cfg).await?;
     let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
     conn.report_to(&status);
-    let state = api::ApiState::from_config(conn.reader.clone(), status, &cfg.api, listen);
+    let state = api::ApiState::from_config(conn.reader.clone(), status, &cfg.api, listen)?;
     api::serve(listen, state, shutdown_signal()).await
 }
 
@@ -468,7 +468,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     let api_task = match &opts.listen {
         Some(addr) => {
             let state =
-                api::ApiState::from_config(conn.reader.clone(), status.clone(), &cfg.api, addr);
+                api::ApiState::from_config(conn.reader.clone(), status.clone(), &cfg.api, addr)?;
             let flag = shutdown.clone();
             let addr = addr.clone();
             Some(tokio::spawn(async move {

@@ -29,6 +29,12 @@ pub struct Filters {
     /// Exclusive end.
     pub to: String,
     pub project: String,
+    /// Identity filters (`user_name` / `host` columns); '' = any.
+    pub user: String,
+    pub host: String,
+    /// The project a scoped token is limited to ('' = none): lists that
+    /// ignore the `project` choice (the project picker) still honour it.
+    pub project_scope: String,
     pub session: String,
     pub limit: u32,
     pub bucket: Bucket,
@@ -133,6 +139,9 @@ pub fn parse(
         from: from.map(fmt).unwrap_or_else(|| FAR_PAST.into()),
         to: to.map(fmt).unwrap_or_else(|| FAR_FUTURE.into()),
         project: text("project")?,
+        user: text("user")?,
+        host: text("host")?,
+        project_scope: String::new(),
         session: text("session")?,
         limit,
         bucket,
@@ -150,7 +159,9 @@ mod tests {
             .collect()
     }
 
-    const ALL: &[&str] = &["from", "to", "project", "session", "limit", "bucket"];
+    const ALL: &[&str] = &[
+        "from", "to", "project", "user", "host", "session", "limit", "bucket",
+    ];
 
     #[test]
     fn parses_and_defaults() {
@@ -166,6 +177,8 @@ mod tests {
                 ("limit", "7"),
                 ("bucket", "hour"),
                 ("project", "a'b"),
+                ("user", "alice"),
+                ("host", "laptop-1"),
             ]),
             ALL,
             50,
@@ -179,6 +192,7 @@ mod tests {
         assert_eq!(f.limit, 7);
         assert_eq!(f.bucket, Bucket::Hour);
         assert_eq!(f.project, "a'b", "quotes are data");
+        assert_eq!((f.user.as_str(), f.host.as_str()), ("alice", "laptop-1"));
         let f = parse(&q(&[("from", "2026-10-01T10:00:00+02:00")]), ALL, 50).unwrap();
         assert_eq!(f.from, "2026-10-01 08:00:00.000");
     }
@@ -196,6 +210,8 @@ mod tests {
             (vec![("from", "2026-10-02"), ("to", "2026-10-01")], "before"),
             (vec![("sort", "x")], "unknown parameter `sort`"),
             (vec![("project", "a\u{0}b")], "control"),
+            (vec![("user", "a\nb")], "control"),
+            (vec![("host", "h".repeat(513).as_str())], "too long"),
         ] {
             let err = parse(&q(&pairs), ALL, 50).unwrap_err();
             assert!(err.contains(needle), "{pairs:?}: {err}");

@@ -4,8 +4,10 @@
 //! once. Message counts read `claude_messages` / `claude_sessions`, whose
 //! `message_kind` says what each line is.
 
-use super::{echo, filters, first, rows, ApiResult, ApiState, PROJECT, RANGE, TS_RANGE};
-use axum::extract::{Query, State};
+use super::{
+    echo, filters, first, rows, ApiResult, ApiState, Req, IDENTITY, RANGE, SCOPE, TS_RANGE,
+};
+use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -31,14 +33,25 @@ pub const SESSION_SUMMARIES: &str = "SELECT m.project AS project, m.session_id A
                 WHERE uuid IN (SELECT leaf_uuid FROM claude_summaries)) AS m ON m.uuid = s.leaf_uuid
     GROUP BY project, session_id";
 
-pub(super) async fn overview(
-    State(s): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let f = filters(&q, &["from", "to", "project"], 100)?;
-    let scope = format!("{TS_RANGE} AND {PROJECT}");
+/// [`SESSION_SUMMARIES`] for the sessions `sessions` (a query of project,
+/// session_id) only: their messages are found through the primary key instead
+/// of scanning every message's uuid.
+fn summaries_of(sessions: &str) -> String {
+    format!(
+        "SELECT m.project AS project, m.session_id AS session_id, argMax(s.summary, m.timestamp) AS summary
+         FROM claude_summaries AS s FINAL
+         INNER JOIN (SELECT project, session_id, uuid, timestamp FROM claude_messages
+                     WHERE (project, session_id) IN ({sessions})
+                       AND uuid IN (SELECT leaf_uuid FROM claude_summaries)) AS m ON m.uuid = s.leaf_uuid
+         GROUP BY project, session_id"
+    )
+}
+
+pub(super) async fn overview(State(s): State<ApiState>, req: Req) -> ApiResult {
+    let f = filters(&req, &["from", "to", "project", "user", "host"], 100)?;
+    let scope = format!("{TS_RANGE} AND {SCOPE}");
     // Message counts from the per-day view, usage from one scan of the requests.
-    let day_scope = "date >= toDate({from:DateTime64(3, 'UTC')}) AND date < toDate({to:DateTime64(3, 'UTC')}) + 1 AND ({project:String} = '' OR project = {project:String})";
+    let day_scope = format!("date >= toDate({{from:DateTime64(3, 'UTC')}}) AND date < toDate({{to:DateTime64(3, 'UTC')}}) + 1 AND {SCOPE}");
     let activity = format!(
         "SELECT date AS day, uniqMerge(sessions) AS sessions, sum(messages) AS messages, sum(prompts) AS prompts,
                 sum(tool_calls) AS tool_calls
@@ -57,12 +70,15 @@ pub(super) async fn overview(
                 toString(min(date)) AS first_day, toString(max(date)) AS last_day
          FROM claude_daily_activity WHERE {day_scope}"
     );
-    let projects = "SELECT DISTINCT project FROM claude_sessions ORDER BY project LIMIT 1000";
+    // The project picker lists every project the caller may choose from.
+    let projects = format!(
+        "SELECT DISTINCT project FROM claude_sessions WHERE {IDENTITY} ORDER BY project LIMIT 1000"
+    );
     let unpriced = unpriced_models(&scope);
     let (daily, totals, projects, unpriced) = tokio::join!(
         rows(&s, &daily, &f),
         rows(&s, &totals, &f),
-        rows(&s, projects, &f),
+        rows(&s, &projects, &f),
         rows(&s, &unpriced, &f)
     );
     let daily = daily?;
@@ -115,43 +131,46 @@ fn add_usage_sums(totals: &mut Value, parts: &[Map<String, Value>]) {
     t.insert("cost".into(), Value::from((cost * 1e6).round() / 1e6));
 }
 
-pub(super) async fn sessions(
-    State(s): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let f = filters(&q, RANGE, 50)?;
+pub(super) async fn sessions(State(s): State<ApiState>, req: Req) -> ApiResult {
+    let f = filters(&req, RANGE, 50)?;
+    // FINAL folds each session's partial rows while reading, in key order:
+    // much cheaper than a hash GROUP BY over tens of thousands of sessions,
+    // and this set is read three times below.
     let grouped = format!(
-        "SELECT project, session_id,
-                min(first_timestamp) AS first_activity, max(last_timestamp) AS last_activity,
-                sum(entries) AS entries, sum(prompts) AS prompts, sum(tool_results) AS tool_results,
-                sum(slash_commands) AS slash_commands, sum(meta_messages) AS meta_messages,
-                sum(subagent_prompts) AS subagent_prompts, sum(compactions) AS compactions,
-                sum(interruptions) AS interruptions, sum(user_lines) AS user_lines,
-                sum(assistant_lines) AS assistant_lines, sum(tool_calls) AS tool_calls,
-                sum(sidechain_entries) AS sidechain_entries, groupUniqArrayArray(models) AS models,
-                max(git_branch) AS git_branch, max(project_path) AS project_path,
-                dateDiff('second', min(first_timestamp), max(last_timestamp)) AS duration_s
-         FROM claude_sessions WHERE {PROJECT}
-         GROUP BY project, session_id
-         HAVING last_activity >= {{from:DateTime64(3, 'UTC')}} AND first_activity < {{to:DateTime64(3, 'UTC')}}"
+        "SELECT project, session_id, first_timestamp AS first_activity, last_timestamp AS last_activity,
+                entries, prompts, tool_results, slash_commands, meta_messages, subagent_prompts, compactions,
+                interruptions, user_lines, assistant_lines, tool_calls, sidechain_entries, models,
+                git_branch, project_path, dateDiff('second', first_timestamp, last_timestamp) AS duration_s
+         FROM claude_sessions FINAL
+         WHERE {SCOPE} AND last_timestamp >= {{from:DateTime64(3, 'UTC')}} AND first_timestamp < {{to:DateTime64(3, 'UTC')}}"
     );
+    let listed =
+        format!("SELECT * FROM ({grouped}) ORDER BY last_activity DESC LIMIT {{lim:UInt32}}");
     let list = format!(
         "SELECT project, session_id, toString(first_activity) AS first_activity,
                 toString(last_activity) AS last_activity, * EXCEPT (project, session_id, first_activity, last_activity)
-         FROM (SELECT * FROM ({grouped}) ORDER BY last_activity DESC LIMIT {{lim:UInt32}}) AS g
-         LEFT JOIN ({SESSION_SUMMARIES}) AS sm USING (project, session_id)
-         ORDER BY last_activity DESC"
+         FROM ({listed}) AS g
+         LEFT JOIN ({}) AS sm USING (project, session_id)
+         ORDER BY last_activity DESC",
+        summaries_of(&format!("SELECT project, session_id FROM ({listed})"))
     );
-    // Usage of every session in range in one scan: the listed ones take
-    // theirs, the totals add them all.
+    // Usage of the listed sessions only; the totals add the usage of every
+    // session in range in SQL, so only a page of rows leaves ClickHouse
+    // however many sessions there are. `session_id IN` (with the project in
+    // SCOPE), not `(project, session_id) IN`: under FINAL the tuple form was
+    // 4-6x slower on 50k sessions. attach_usage matches on both.
     let usage = format!(
         "SELECT project, session_id, {TOKEN_SUMS} FROM {REQUESTS}
-         WHERE {PROJECT} AND (project, session_id) IN (SELECT project, session_id FROM ({grouped}))
+         WHERE {SCOPE} AND session_id IN (SELECT session_id FROM ({listed}))
          GROUP BY project, session_id"
     );
     let totals = format!(
-        "SELECT count() AS sessions, sum(entries) AS entries, sum(prompts) AS prompts,
-                round(avg(duration_s), 1) AS avg_duration_s FROM ({grouped})"
+        "SELECT * FROM
+           (SELECT count() AS sessions, sum(entries) AS entries, sum(prompts) AS prompts,
+                   round(avg(duration_s), 1) AS avg_duration_s FROM ({grouped})) AS t
+         CROSS JOIN
+           (SELECT {TOKEN_SUMS} FROM {REQUESTS}
+            WHERE {SCOPE} AND session_id IN (SELECT session_id FROM ({grouped}))) AS u"
     );
     let (list, usage, totals) = tokio::join!(
         rows(&s, &list, &f),
@@ -159,8 +178,7 @@ pub(super) async fn sessions(
         rows(&s, &totals, &f)
     );
     let usage = usage?;
-    let mut totals = first(totals?);
-    add_usage_sums(&mut totals, &usage);
+    let totals = first(totals?);
     let list = attach_usage(list?, &usage);
     Ok(Json(
         json!({"filters": echo(&f), "totals": totals, "sessions": list}),
@@ -202,11 +220,12 @@ fn attach_usage(
     list
 }
 
-pub(super) async fn context_trends(
-    State(s): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let f = filters(&q, &["from", "to", "project", "bucket"], 100)?;
+pub(super) async fn context_trends(State(s): State<ApiState>, req: Req) -> ApiResult {
+    let f = filters(
+        &req,
+        &["from", "to", "project", "user", "host", "bucket"],
+        100,
+    )?;
     let bucket_fn = f.bucket.function();
     let series = format!(
         "SELECT toString({bucket_fn}(timestamp)) AS bucket, count() AS turns,
@@ -215,14 +234,14 @@ pub(super) async fn context_trends(
                 sum(cache_creation_input_tokens) AS cache_write, sum(cache_read_input_tokens) AS cache_read,
                 round(if(sum(total_context_tokens) = 0, 0, sum(cache_read_input_tokens) / sum(total_context_tokens)), 4) AS cache_read_ratio,
                 round(avg(context_utilization), 4) AS avg_utilization
-         FROM {REQUESTS} WHERE {TS_RANGE} AND {PROJECT}
+         FROM {REQUESTS} WHERE {TS_RANGE} AND {SCOPE}
          GROUP BY bucket ORDER BY bucket LIMIT 5000"
     );
     let models = format!(
         "SELECT model, count() AS turns, round(avg(total_context_tokens)) AS avg_context_tokens,
                 round(if(sum(total_context_tokens) = 0, 0, sum(cache_read_input_tokens) / sum(total_context_tokens)), 4) AS cache_read_ratio,
                 round(max(context_utilization), 4) AS max_utilization
-         FROM {REQUESTS} WHERE {TS_RANGE} AND {PROJECT} GROUP BY model ORDER BY turns DESC"
+         FROM {REQUESTS} WHERE {TS_RANGE} AND {SCOPE} GROUP BY model ORDER BY turns DESC"
     );
     let (series, models) = tokio::join!(rows(&s, &series, &f), rows(&s, &models, &f));
     Ok(Json(
@@ -231,26 +250,28 @@ pub(super) async fn context_trends(
     ))
 }
 
-pub(super) async fn cost_analysis(
-    State(s): State<ApiState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let f = filters(&q, RANGE, 10)?;
+pub(super) async fn cost_analysis(State(s): State<ApiState>, req: Req) -> ApiResult {
+    let f = filters(&req, RANGE, 10)?;
     // One scan of the requests feeds every panel: grouping sets per day, per
     // project, per model (with what the burn rate needs) and per session.
+    // Days and models are kept whole (the chart and the burn rate need them);
+    // projects and sessions only the `limit` most costly (window rn).
     let sql = format!(
-        "SELECT grouping(day, project, model, session_id) AS level, toString(day) AS day, project, model, session_id,
+        "SELECT * EXCEPT rn FROM (
+         SELECT grouping(day, project, model, session_id) AS level, toString(day) AS day, project, model, session_id,
                 count() AS responses, sum(tok) AS tokens, round(sum(usd), 6) AS cost,
                 sum(output_tokens) AS output_tokens, uniqExact(session_id) AS sessions,
                 countIf(NOT priced) AS unpriced_responses,
                 toUnixTimestamp64Milli(min(timestamp)) AS first_ms, toUnixTimestamp64Milli(max(timestamp)) AS last_ms,
                 toString(max(timestamp)) AS last_activity,
-                sumIf(usd, timestamp >= now64(3) - INTERVAL 24 HOUR) AS cost_last_24h
+                sumIf(usd, timestamp >= now64(3) - INTERVAL 24 HOUR) AS cost_last_24h,
+                row_number() OVER (PARTITION BY level ORDER BY cost DESC, project, session_id) AS rn
          FROM (SELECT toDate(timestamp) AS day, project, model, session_id, timestamp, output_tokens, priced,
                       input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens AS tok,
                       ifNull(cost, 0) AS usd
-               FROM {REQUESTS} WHERE {TS_RANGE} AND {PROJECT})
-         GROUP BY GROUPING SETS ((day), (project), (model), (project, session_id))"
+               FROM {REQUESTS} WHERE {TS_RANGE} AND {SCOPE})
+         GROUP BY GROUPING SETS ((day), (project), (model), (project, session_id)))
+         WHERE level IN (7, 13) OR rn <= {{lim:UInt32}}"
     );
     let all = rows(&s, &sql, &f).await?;
     let part = |level: u64, keep: &[&str]| -> Vec<Map<String, Value>> {

@@ -1006,7 +1006,11 @@ impl PluginCaller for PluginHost {
             .plugins
             .get(name)
             .ok_or_else(|| PluginError::NotFound(name.to_string()))?;
+        let t0 = Instant::now();
         let result = self.run(plugin, input);
+        crate::sink::status::timings()
+            .plugin_call_seconds
+            .observe(t0.elapsed().as_secs_f64());
         if let Err(err) = &result {
             tracing::debug!(plugin = name, error = %err, "plugin call failed");
         }

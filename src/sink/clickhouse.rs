@@ -44,6 +44,11 @@ pub const BUILTIN_SCHEMA: &[(&str, &str)] = &[
         "008_claude_daily_activity.sql",
         include_str!("../../schema/008_claude_daily_activity.sql"),
     ),
+    // API: identity columns on databases made before them (no-ops otherwise).
+    (
+        "090_identity_columns.sql",
+        include_str!("../../schema/090_identity_columns.sql"),
+    ),
 ];
 
 /// One DDL statement and where it came from (for error messages).

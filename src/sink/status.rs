@@ -1,8 +1,10 @@
 //! Live counters shared by the pipeline stages and read by `/healthz`.
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> u64 {
@@ -46,6 +48,8 @@ pub struct IngestStatus {
     pub batch_bytes: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub rules_generation: AtomicU64,
+    /// Rows stored per table (for `/metrics`).
+    pub rows_by_table: Mutex<BTreeMap<String, u64>>,
     /// The embedded engine's child process (unset in server mode).
     pub engine: OnceLock<Arc<EngineHealth>>,
 }
@@ -117,6 +121,12 @@ impl IngestStatus {
         }
     }
 
+    pub fn add_table_rows(&self, table: &str, rows: u64) {
+        if let Ok(mut g) = self.rows_by_table.lock() {
+            *g.entry(table.to_string()).or_default() += rows;
+        }
+    }
+
     pub fn set_degraded(&self, reason: Option<String>) {
         if let Ok(mut g) = self.degraded_reason.lock() {
             *g = reason;
@@ -171,4 +181,25 @@ impl IngestStatus {
             embedded_engine: engine,
         }
     }
+}
+
+/// Durations measured where no [`IngestStatus`] is at hand (the plugin host,
+/// the inserter): process-wide, exported by `/metrics`.
+#[derive(Debug)]
+pub struct Timings {
+    /// One INSERT round trip (per table and attempt), in seconds.
+    pub insert_seconds: Histogram,
+    /// One WASM plugin call, in seconds.
+    pub plugin_call_seconds: Histogram,
+}
+
+static TIMINGS: LazyLock<Timings> = LazyLock::new(|| Timings {
+    // 1 ms .. ~16 s
+    insert_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+    // 10 µs .. ~0.3 s
+    plugin_call_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 15)),
+});
+
+pub fn timings() -> &'static Timings {
+    &TIMINGS
 }

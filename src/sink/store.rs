@@ -11,7 +11,7 @@
 
 use super::clickhouse::{classify_error, ChClient, FailureKind};
 use super::spool::{Spool, SpooledBatch, TableRows};
-use super::status::{now_ms, IngestStatus};
+use super::status::{now_ms, timings, IngestStatus};
 use super::writer::{
     encode_row, sink_dead_letter, Building, TableCols, WriterStats, DEAD_LETTER_TABLE,
 };
@@ -139,11 +139,15 @@ impl Storer {
             let ins = self.inserter();
             let (table, rows) = (table.clone(), rows.clone());
             let prefix = format!("{}:{}", batch.batch_id, table);
-            inserts.spawn(async move { ins.insert_bisect(&table, &rows, &prefix).await });
+            inserts.spawn(async move {
+                let done = ins.insert_bisect(&table, &rows, &prefix).await;
+                done.map(|(n, bad)| (table, n, bad))
+            });
         }
         let (mut stored, mut rejected) = (0, Vec::new());
         while let Some(done) = inserts.join_next().await {
-            let (n, bad) = done.context("insert task panicked")??;
+            let (table, n, bad) = done.context("insert task panicked")??;
+            self.status.add_table_rows(&table, n);
             stored += n;
             rejected.extend(bad);
         }
@@ -318,12 +322,14 @@ impl Inserter {
         loop {
             attempt += 1;
             self.inserts.fetch_add(1, Relaxed);
+            let t0 = std::time::Instant::now();
             let err = match self
                 .client
                 .insert_json_each_row(table, data.clone(), token)
                 .await
             {
                 Ok(()) => {
+                    timings().insert_seconds.observe(t0.elapsed().as_secs_f64());
                     self.settle(failed);
                     return Ok(());
                 }

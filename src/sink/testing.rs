@@ -103,6 +103,17 @@ pub fn config(prefix: &str, root: &Path, state: &Path) -> (Config, ChSettings) {
 /// port (for the rest of the runtime's life) and returns its base URL. On the
 /// embedded engine it reads as the read-only `reader`, as `ingest` does.
 pub async fn serve_api(client: ChClient) -> std::io::Result<String> {
+    let status = std::sync::Arc::new(crate::sink::status::IngestStatus::new(16));
+    serve_api_with(client, status, crate::api::auth::Tokens::default()).await
+}
+
+/// Like [`serve_api`], reporting `status` (a running pipeline's) and
+/// requiring `tokens` (none = open).
+pub async fn serve_api_with(
+    client: ChClient,
+    status: std::sync::Arc<crate::sink::status::IngestStatus>,
+    tokens: crate::api::auth::Tokens,
+) -> std::io::Result<String> {
     let client = match embedded() {
         Some(e) => {
             let r = e.access().credentials(Role::Reader);
@@ -114,12 +125,9 @@ pub async fn serve_api(client: ChClient) -> std::io::Result<String> {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = crate::api::router(crate::api::ApiState::new(
-        client,
-        std::sync::Arc::new(crate::sink::status::IngestStatus::new(16)),
-        crate::api::guard::Guard::loopback(),
-        8,
-    ));
+    let state = crate::api::ApiState::new(client, status, crate::api::guard::Guard::loopback(), 8)
+        .with_tokens(tokens);
+    let app = crate::api::router(state);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(base)
 }
