@@ -52,6 +52,12 @@ struct GlobalArgs {
     /// ClickHouse database name (default claude_logs).
     #[arg(long, global = true, env = "CLAUDE_INGEST_DATABASE")]
     database: Option<String>,
+    /// Identity stamped on every row: this machine (default: the host name).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_HOST")]
+    identity_host: Option<String>,
+    /// Identity stamped on every row: the user (default: the OS user).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_USER")]
+    identity_user: Option<String>,
     /// Log format: text or json.
     #[arg(
         long,
@@ -89,8 +95,8 @@ enum Command {
         /// Directory to check (default: the configured rules dir).
         dir: Option<PathBuf>,
     },
-    /// Print the DDL applied on start.
-    Schema,
+    /// Print the DDL applied on start (or for a cluster, or the access grants).
+    Schema(claude_ingest::sink::cluster::SchemaArgs),
     /// Usage reports like ccusage's: daily, weekly, monthly, session, blocks.
     Report(claude_ingest::report::ReportArgs),
 }
@@ -124,6 +130,12 @@ fn build_config(g: &GlobalArgs) -> Result<Config> {
     }
     if let Some(v) = &g.database {
         cfg.clickhouse.database = v.clone();
+    }
+    if let Some(v) = &g.identity_host {
+        cfg.identity.host = Some(v.clone());
+    }
+    if let Some(v) = &g.identity_user {
+        cfg.identity.user = Some(v.clone());
     }
     cfg.validate()?;
     Ok(cfg)
@@ -163,8 +175,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let cfg = build_config(&cli.global)?;
     match cli.command {
-        Command::Schema => {
-            print!("{}", pipeline::schema_text(&cfg)?);
+        Command::Schema(args) if !args.apply => {
+            print!("{}", pipeline::schema_text(&cfg, &args)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckRules { dir } => {
@@ -203,7 +215,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         let conn = pipeline::connect(&cfg).await?;
                         print!("{}", claude_ingest::report::run(&conn.reader, &args).await?);
                     }
-                    Command::Schema | Command::CheckRules { .. } => {}
+                    Command::Schema(_) => println!("{}", pipeline::apply_schema(&cfg).await?),
+                    Command::CheckRules { .. } => {}
                 }
                 Ok::<_, anyhow::Error>(())
             })?;

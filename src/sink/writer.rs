@@ -64,6 +64,8 @@ pub struct WriterConfig {
     pub max_delay: Duration,
     /// Extra DDL dirs re-applied when rows name a table we have not seen (plugin tables).
     pub schema_dirs: Vec<PathBuf>,
+    /// Identity and privacy applied to every row before it is encoded.
+    pub stamp: super::identity::RowStamp,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -324,7 +326,8 @@ impl Writer {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        format!("{nanos:020}-{}-{:06}", std::process::id(), self.seq)
+        let (pid, tag) = (std::process::id(), self.cfg.stamp.batch_tag());
+        format!("{nanos:020}-{pid}-{:06}-{tag}", self.seq)
     }
 
     /// Encode, spool, insert and commit one batch (tests and tools).
@@ -342,10 +345,13 @@ impl Writer {
     /// Encode rows into the batch; rows for a table that does not exist
     /// (after one schema refresh) become dead letters in the same batch.
     async fn add_rows(&mut self, b: &mut Building, rows: Vec<Row>) -> Result<()> {
-        for r in rows {
+        for mut r in rows {
             if !self.columns.contains_key(&r.table) && self.refreshed.insert(r.table.clone()) {
                 self.refresh_schema().await;
             }
+            let empty = HashSet::new();
+            let known = self.columns.get(&r.table).unwrap_or(&empty);
+            self.cfg.stamp.apply(&r.table, &mut r.columns, known);
             let before = b.tables.get(&r.table).map_or(0, Vec::len);
             match self.columns.get(&r.table) {
                 Some(known) => {
@@ -368,11 +374,14 @@ impl Writer {
             self.client.database()
         );
         let row = serde_json::to_vec(&r.columns).context("cannot encode a row")?;
-        let dl = sink_dead_letter(&r.table, &row, &error);
+        let mut dl = sink_dead_letter(&r.table, &row, &error);
         let known = self
             .columns
             .get(DEAD_LETTER_TABLE)
             .ok_or_else(|| anyhow!("the {DEAD_LETTER_TABLE} table is missing"))?;
+        self.cfg
+            .stamp
+            .apply(DEAD_LETTER_TABLE, &mut dl.columns, known);
         let out = b.tables.entry(DEAD_LETTER_TABLE.to_string()).or_default();
         let before = out.len();
         encode_row(out, DEAD_LETTER_TABLE, &dl.columns, known, &mut self.warned)?;
@@ -533,7 +542,10 @@ impl Writer {
             .ok_or_else(|| anyhow!("the {DEAD_LETTER_TABLE} table is missing"))?;
         let mut data = Vec::new();
         for r in rejected {
-            let dl = sink_dead_letter(&r.table, &r.row, &r.error);
+            let mut dl = sink_dead_letter(&r.table, &r.row, &r.error);
+            self.cfg
+                .stamp
+                .apply(DEAD_LETTER_TABLE, &mut dl.columns, known);
             encode_row(
                 &mut data,
                 DEAD_LETTER_TABLE,
@@ -833,6 +845,7 @@ mod tests {
             max_bytes: 1 << 20,
             max_delay: Duration::from_millis(10),
             schema_dirs: vec![],
+            stamp: Default::default(),
         }
     }
 
