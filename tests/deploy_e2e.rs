@@ -19,12 +19,32 @@ struct World {
     bin: PathBuf,
 }
 
+/// One installed copy for the whole test binary, made before any test spawns
+/// a process: copying it per test raced with other tests' forks (a child
+/// inheriting the copy's open write handle makes `exec` fail with "Text file
+/// busy"). A hard link opens nothing for writing; a copy is the fallback.
+fn installed_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("claude-ingest-installed")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let bin = dir.join("bin/claude-ingest");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        let built = env!("CARGO_BIN_EXE_claude-ingest");
+        if std::fs::hard_link(built, &bin).is_err() {
+            std::fs::copy(built, &bin).unwrap();
+        }
+        bin
+    })
+}
+
 impl World {
     fn new() -> World {
         let tmp = tempfile::tempdir().unwrap();
-        let bin = tmp.path().join("bin/claude-ingest");
-        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_claude-ingest"), &bin).unwrap();
+        let bin = installed_binary().to_path_buf();
         let data = tmp.path().join("home/.local/share/claude-ingest");
         std::fs::create_dir_all(&data).unwrap();
         // The venv `setup` would download (150 MB): reuse the installed one.
