@@ -1,7 +1,7 @@
 -- The identity columns the API filters by (`user=` / `host=`, token scopes).
--- The tables' own DDL creates them (filled by the sink from config `identity`);
--- these statements only add them to a database created before they existed
--- (no-ops otherwise), so the API's queries work on any database.
+-- They are added here so the API's queries work on any database; the sink
+-- does not fill them yet (stamping rows with config `identity` is pending),
+-- so today they hold empty strings.
 ALTER TABLE claude_messages ADD COLUMN IF NOT EXISTS host LowCardinality(String);
 ALTER TABLE claude_messages ADD COLUMN IF NOT EXISTS user_name LowCardinality(String);
 ALTER TABLE claude_tool_usage ADD COLUMN IF NOT EXISTS host LowCardinality(String);
