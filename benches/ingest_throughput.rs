@@ -269,6 +269,7 @@ fn writer_alone(rt: &tokio::runtime::Runtime, lines: Vec<Vec<Row>>) -> f64 {
                 max_bytes: batch.max_bytes,
                 max_delay: Duration::from_millis(batch.max_delay_ms),
                 schema_dirs: vec![],
+                stamp: Default::default(),
             },
         )
         .await

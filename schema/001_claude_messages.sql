@@ -41,14 +41,14 @@ CREATE TABLE IF NOT EXISTS claude_messages
     labels                      Array(LowCardinality(String)),
     source_file                 String,
     source_offset               UInt64,
-    ingested_at                 DateTime64(3, 'UTC') DEFAULT now64(3)
+    ingested_at                 DateTime64(3, 'UTC') DEFAULT now64(3),
+    -- Who wrote the row (identity.host / identity.user), stamped by the sink;
+    -- part of the key so machines sharing a store never collide.
+    host                        LowCardinality(String),
+    user_name                   LowCardinality(String)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(timestamp)
-ORDER BY (project, session_id, timestamp, uuid)
+ORDER BY (project, session_id, timestamp, uuid, host, user_name)
 SETTINGS non_replicated_deduplication_window = 100000;
 
--- Upgrades a database created before these columns existed (no-ops otherwise).
-ALTER TABLE claude_messages ADD COLUMN IF NOT EXISTS message_kind LowCardinality(String) AFTER entry_type;
-ALTER TABLE claude_messages ADD COLUMN IF NOT EXISTS message_id String AFTER message_kind;
-ALTER TABLE claude_messages ADD COLUMN IF NOT EXISTS timestamp_inferred Bool AFTER timestamp;

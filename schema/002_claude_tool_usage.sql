@@ -26,8 +26,12 @@ CREATE TABLE IF NOT EXISTS claude_tool_usage
     is_error          SimpleAggregateFunction(max, UInt8),
     error_message     SimpleAggregateFunction(max, String),
     result_size       SimpleAggregateFunction(max, UInt64),
-    result_preview    SimpleAggregateFunction(max, String)
+    result_preview    SimpleAggregateFunction(max, String),
+    -- Who wrote the row (identity.host / identity.user), stamped by the sink;
+    -- part of the key so machines sharing a store never collide.
+    host                        LowCardinality(String),
+    user_name                   LowCardinality(String)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (session_id, tool_use_id)
+ORDER BY (session_id, tool_use_id, host, user_name)
 SETTINGS non_replicated_deduplication_window = 100000;

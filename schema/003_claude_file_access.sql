@@ -13,9 +13,13 @@ CREATE TABLE IF NOT EXISTS claude_file_access
     file_extension LowCardinality(String),
     directory      String,
     is_sensitive   Bool,
-    labels         Array(LowCardinality(String))
+    labels         Array(LowCardinality(String)),
+    -- Who wrote the row (identity.host / identity.user), stamped by the sink;
+    -- part of the key so machines sharing a store never collide.
+    host                        LowCardinality(String),
+    user_name                   LowCardinality(String)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(timestamp)
-ORDER BY (project, session_id, tool_use_id, file_path)
+ORDER BY (project, session_id, tool_use_id, file_path, host, user_name)
 SETTINGS non_replicated_deduplication_window = 100000;

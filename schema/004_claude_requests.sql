@@ -14,6 +14,16 @@
 -- same project; they were billed once, so they count once. Lines without a
 -- message id get their own key (request_id = file:offset); lines with a message
 -- id but no requestId (some Claude Code paths) dedupe by message id alone.
+--
+-- The key ends with (host, user_name), although an API message id is unique
+-- worldwide: a request is billed to the machine whose Claude Code made it, and
+-- only that machine's log files hold it (Claude Code keeps sessions per machine;
+-- a `--resume` on another machine starts from that machine's own files). Without
+-- the identity, the rows keyed by position (request_id = file:offset, for lines
+-- without a message id) would collide between machines with the same paths, and
+-- one machine's snapshots could replace another's. The one case it counts twice
+-- is the same log files ingested by two machines (a synced ~/.claude): point
+-- only one engine at a given set of files.
 CREATE TABLE IF NOT EXISTS claude_requests
 (
     project                     LowCardinality(String),
@@ -40,8 +50,12 @@ CREATE TABLE IF NOT EXISTS claude_requests
         bitShiftLeft(output_tokens, 32) + (cityHash64(source_file, source_offset) % 4294967296),
     total_context_tokens        UInt64 MATERIALIZED input_tokens + cache_creation_input_tokens + cache_read_input_tokens,
     cache_hit_ratio             Float64 MATERIALIZED if(total_context_tokens = 0, 0, cache_read_input_tokens / total_context_tokens),
-    context_utilization         Float64 MATERIALIZED if(context_window = 0, 0, total_context_tokens / context_window)
+    context_utilization         Float64 MATERIALIZED if(context_window = 0, 0, total_context_tokens / context_window),
+    -- Who wrote the row (identity.host / identity.user), stamped by the sink;
+    -- part of the key so machines sharing a store never collide.
+    host                        LowCardinality(String),
+    user_name                   LowCardinality(String)
 )
 ENGINE = ReplacingMergeTree(snapshot_rank)
-ORDER BY (project, message_id, request_id)
+ORDER BY (project, message_id, request_id, host, user_name)
 SETTINGS non_replicated_deduplication_window = 100000;

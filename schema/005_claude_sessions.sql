@@ -31,19 +31,13 @@ CREATE TABLE IF NOT EXISTS claude_sessions
     assistant_lines    SimpleAggregateFunction(sum, UInt64),
     tool_calls         SimpleAggregateFunction(sum, UInt64),
     sidechain_entries  SimpleAggregateFunction(sum, UInt64),
-    models             SimpleAggregateFunction(groupUniqArrayArray, Array(String))
+    models             SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    -- Who wrote the row (identity.host / identity.user), stamped by the sink;
+    -- part of the key so machines sharing a store never collide.
+    host                        LowCardinality(String),
+    user_name                   LowCardinality(String)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (project, session_id)
+ORDER BY (project, session_id, host, user_name)
 SETTINGS non_replicated_deduplication_window = 100000;
 
--- Upgrades a database created before these columns existed (no-ops otherwise).
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS prompts SimpleAggregateFunction(sum, UInt64);
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS tool_results SimpleAggregateFunction(sum, UInt64);
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS slash_commands SimpleAggregateFunction(sum, UInt64);
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS meta_messages SimpleAggregateFunction(sum, UInt64);
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS subagent_prompts SimpleAggregateFunction(sum, UInt64);
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS compactions SimpleAggregateFunction(sum, UInt64);
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS interruptions SimpleAggregateFunction(sum, UInt64);
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS user_lines SimpleAggregateFunction(sum, UInt64);
-ALTER TABLE claude_sessions ADD COLUMN IF NOT EXISTS assistant_lines SimpleAggregateFunction(sum, UInt64);

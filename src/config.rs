@@ -249,6 +249,31 @@ impl Default for ApiSection {
     }
 }
 
+/// Who wrote a row: stamped on every row of every table (`host`, `user_name`)
+/// and mixed into dedup tokens, so several machines can share one store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentitySection {
+    /// Default: the machine's host name.
+    pub host: Option<String>,
+    /// Default: the OS user running the engine.
+    pub user: Option<String>,
+}
+
+/// What is stored at all: no message content (`metrics_only`), and columns
+/// replaced by a keyed hash (`anonymize`) before anything is encoded.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySection {
+    /// Store counts, tokens and costs but no message content.
+    pub metrics_only: bool,
+    /// Column names whose values are replaced by HMAC-SHA256(key, value)
+    /// (truncated hex), in every table that has them (e.g. project, cwd, user_name).
+    pub anonymize: Vec<String>,
+    /// File holding the HMAC key (else env `CLAUDE_INGEST_ANONYMIZE_KEY`).
+    pub key_file: Option<PathBuf>,
+}
+
 /// The whole configuration, as read from a YAML file (every key optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -267,6 +292,11 @@ pub struct Config {
     pub batch: BatchSection,
     pub plugins: PluginSection,
     pub api: ApiSection,
+    pub identity: IdentitySection,
+    /// Per-table time to live (`30d`, `12w`, `48h`): rows older than this are
+    /// deleted by ClickHouse; a table not listed keeps its rows forever.
+    pub retention: std::collections::BTreeMap<String, String>,
+    pub privacy: PrivacySection,
 }
 
 impl Default for Config {
@@ -284,6 +314,9 @@ impl Default for Config {
             batch: BatchSection::default(),
             plugins: PluginSection::default(),
             api: ApiSection::default(),
+            identity: IdentitySection::default(),
+            retention: Default::default(),
+            privacy: PrivacySection::default(),
         }
     }
 }
@@ -384,6 +417,8 @@ impl Config {
                 self.clickhouse.database
             );
         }
+        crate::sink::retention::parse_all(&self.retention)?;
+        crate::sink::privacy::validate_columns(&self.privacy.anonymize)?;
         Ok(())
     }
 
@@ -493,6 +528,31 @@ mod tests {
         assert!(!c.clickhouse.lz4(), "loopback: none");
         c.clickhouse.compression = "lz4".into();
         assert!(c.clickhouse.lz4());
+    }
+
+    #[test]
+    fn team_sections_parse_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "identity:\n  host: box-1\n  user: ann\nretention:\n  claude_messages: 30d\n  claude_requests: forever\n\
+             privacy:\n  metrics_only: true\n  anonymize: [project, user_name]\n  key_file: /k\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&p).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.identity.host.as_deref(), Some("box-1"));
+        assert_eq!(c.retention["claude_messages"], "30d");
+        assert!(c.privacy.metrics_only);
+        assert_eq!(c.privacy.anonymize, ["project", "user_name"]);
+        let mut c = Config::default();
+        c.retention
+            .insert("claude_messages".into(), "30 days".into());
+        assert!(c.validate().unwrap_err().to_string().contains("30 days"));
+        let mut c = Config::default();
+        c.privacy.anonymize = vec!["a-b".into()];
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -62,6 +62,12 @@ struct GlobalArgs {
     /// ClickHouse database name (default claude_logs).
     #[arg(long, global = true, env = "CLAUDE_INGEST_DATABASE")]
     database: Option<String>,
+    /// Identity stamped on every row: this machine (default: the host name).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_HOST")]
+    identity_host: Option<String>,
+    /// Identity stamped on every row: the user (default: the OS user).
+    #[arg(long, global = true, env = "CLAUDE_INGEST_USER")]
+    identity_user: Option<String>,
     /// Log format: text or json.
     #[arg(
         long,
@@ -103,8 +109,8 @@ enum Command {
         /// Directory to check (default: the configured rules dir).
         dir: Option<PathBuf>,
     },
-    /// Print the DDL applied on start.
-    Schema,
+    /// Print the DDL applied on start (or for a cluster, or the access grants).
+    Schema(claude_ingest::sink::cluster::SchemaArgs),
     /// Usage reports like ccusage's: daily, weekly, monthly, session, blocks.
     Report(claude_ingest::report::ReportArgs),
     /// Install the embedded ClickHouse engine and the example plugins (idempotent).
@@ -164,6 +170,12 @@ fn build_config(g: &GlobalArgs) -> Result<Config> {
     cfg.clickhouse.read_password_file()?;
     if let Some(v) = &g.database {
         cfg.clickhouse.database = v.clone();
+    }
+    if let Some(v) = &g.identity_host {
+        cfg.identity.host = Some(v.clone());
+    }
+    if let Some(v) = &g.identity_user {
+        cfg.identity.user = Some(v.clone());
     }
     cfg.validate()?;
     Ok(cfg)
@@ -253,8 +265,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         auth.apply(&mut cfg);
     }
     match cli.command {
-        Command::Schema => {
-            print!("{}", pipeline::schema_text(&cfg)?);
+        Command::Schema(args) if !args.apply => {
+            print!("{}", pipeline::schema_text(&cfg, &args)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckRules { dir } => {
@@ -307,7 +319,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         claude_ingest::ops::sql::run(&conn.reader, &args).await?;
                     }
                     Command::Setup => claude_ingest::ops::setup::run(&cfg).await?,
-                    Command::Schema | Command::CheckRules { .. } | Command::Service(_) => {}
+                    Command::Schema(_) => println!("{}", pipeline::apply_schema(&cfg).await?),
+                    Command::CheckRules { .. } | Command::Service(_) => {}
                 }
                 Ok::<_, anyhow::Error>(())
             })?;

@@ -24,8 +24,10 @@ use crate::rules::pack::{Provider, RuleSource};
 use crate::rules::reload::{spawn_rules_watcher, RulesHandle};
 use crate::rules::{EntryInput, RuleSet};
 use crate::sink::budget::{ByteBudget, Permit};
-use crate::sink::clickhouse::{schema_script, ChClient, ChSettings};
+use crate::sink::clickhouse::{ChClient, ChSettings};
 use crate::sink::embedded::{private_dir, Access, EmbeddedClickHouse, Role};
+use crate::sink::identity::{Identity, RowStamp};
+use crate::sink::privacy::Privacy;
 use crate::sink::spool::Spool;
 use crate::sink::status::{now_ms, IngestStatus};
 use crate::sink::writer::{approx_bytes, run_writer, DeadLetter, SinkItem, Writer, WriterConfig};
@@ -50,8 +52,33 @@ pub fn schema_dirs(cfg: &Config) -> Vec<PathBuf> {
     dirs
 }
 
-pub fn schema_text(cfg: &Config) -> Result<String> {
-    schema_script(&cfg.clickhouse.database, &schema_dirs(cfg))
+/// `schema [--cluster NAME] [--grants]`.
+pub fn schema_text(cfg: &Config, args: &crate::sink::cluster::SchemaArgs) -> Result<String> {
+    let (db, dirs) = (&cfg.clickhouse.database, schema_dirs(cfg));
+    match (&args.cluster, args.grants) {
+        (cluster, true) => crate::sink::grants::grants_script(db, cluster.as_deref(), &dirs),
+        (Some(c), false) => crate::sink::cluster::cluster_script(db, c, &dirs, &cfg.retention),
+        (None, false) => crate::sink::cluster::server_script(db, &dirs),
+    }
+}
+
+/// `schema --apply`: what `ingest` does to the store on start, alone (run it
+/// with the migrator login; the machines' writer logins then run no DDL).
+pub async fn apply_schema(cfg: &Config) -> Result<String> {
+    let conn = connect(cfg).await?;
+    let version = crate::sink::migrations::recorded_version(&conn.client).await?;
+    Ok(format!(
+        "database {} is at schema version {}",
+        conn.client.database(),
+        version.unwrap_or_default()
+    ))
+}
+
+/// What the sink stamps on every row: identity, then privacy.
+pub fn row_stamp(cfg: &Config) -> Result<RowStamp> {
+    let identity = Identity::resolve(cfg.identity.host.as_deref(), cfg.identity.user.as_deref())?;
+    let privacy = Privacy::from_config(&cfg.privacy)?;
+    Ok(RowStamp::new(identity, privacy))
 }
 
 pub fn plugin_limits(cfg: &Config) -> PluginLimits {
@@ -170,7 +197,12 @@ pub async fn connect(cfg: &Config) -> Result<Connection> {
     };
     let wait = if embedded.is_some() { 60 } else { 5 };
     client.wait_ready(Duration::from_secs(wait)).await?;
-    client.ensure_schema(&schema_dirs(cfg)).await?;
+    let who = row_stamp(cfg)?.stored_identity();
+    let migrated = crate::sink::migrations::migrate(&client, &schema_dirs(cfg), &who).await?;
+    if migrated.steps_run > 0 || migrated.from.is_some_and(|v| v < migrated.to) {
+        tracing::info!(from = ?migrated.from, to = migrated.to, steps = migrated.steps_run, "schema upgraded in place");
+    }
+    crate::sink::retention::apply(&client, &cfg.retention).await?;
     Ok(Connection {
         client,
         reader,
@@ -375,6 +407,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
 
     // Private before anything is written into it: keys, checkpoints, spool.
     private_dir(&cfg.state_dir)?;
+    let stamp = row_stamp(cfg)?;
     let conn = connect(cfg).await?;
     let (cp_path, spool_dir) = state_paths(cfg);
     let checkpoints = CheckpointStore::open(&cp_path)?;
@@ -395,6 +428,7 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
             max_bytes: cfg.batch.max_bytes,
             max_delay: cfg.batch_delay(),
             schema_dirs: schema_dirs(cfg),
+            stamp,
         },
     )
     .await?;

@@ -49,6 +49,17 @@ impl Columns {
         self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| v)
     }
 
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
+        self.0
+            .iter_mut()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
+        self.0.iter_mut().map(|(_, v)| v)
+    }
+
     pub fn contains_key(&self, name: &str) -> bool {
         self.get(name).is_some()
     }

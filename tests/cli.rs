@@ -76,6 +76,15 @@ fn schema_prints_every_table() {
     ] {
         assert!(out.contains(t), "{t} missing");
     }
+    let o = cli(&["--database", "analytics", "schema", "--cluster", "team"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("CREATE DATABASE IF NOT EXISTS `analytics` ON CLUSTER `team`"));
+    assert!(out.contains("ENGINE = Distributed('team', 'analytics', 'claude_messages_local'"));
+    let o = cli(&["--database", "analytics", "schema", "--grants"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("GRANT INSERT ON `analytics`.`claude_messages` TO claude_ingest_writer;"));
 }
 
 #[test]

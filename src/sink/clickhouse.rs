@@ -44,11 +44,6 @@ pub const BUILTIN_SCHEMA: &[(&str, &str)] = &[
         "008_claude_daily_activity.sql",
         include_str!("../../schema/008_claude_daily_activity.sql"),
     ),
-    // API: identity columns on databases made before them (no-ops otherwise).
-    (
-        "090_identity_columns.sql",
-        include_str!("../../schema/090_identity_columns.sql"),
-    ),
 ];
 
 /// One DDL statement and where it came from (for error messages).
@@ -310,8 +305,15 @@ impl ChClient {
         }
     }
 
-    /// `CREATE DATABASE IF NOT EXISTS` + every statement (all `IF NOT EXISTS`).
+    /// Bring the database to the newest schema: versioned migrations, then
+    /// the schema files (see `migrations.rs`).
     pub async fn ensure_schema(&self, extra_dirs: &[PathBuf]) -> Result<()> {
+        let who = super::identity::Identity::system();
+        super::migrations::migrate(self, extra_dirs, &who).await?;
+        Ok(())
+    }
+
+    pub async fn create_database(&self) -> Result<()> {
         self.base
             .query_raw(&format!(
                 "CREATE DATABASE IF NOT EXISTS `{}`",
@@ -319,15 +321,21 @@ impl ChClient {
             ))
             .execute()
             .await
-            .with_context(|| format!("cannot create database {}", self.settings.database))?;
-        for st in schema_statements(extra_dirs)? {
-            self.db
-                .query_raw(&st.sql)
-                .execute()
-                .await
-                .with_context(|| format!("applying DDL from {}", st.origin))?;
-        }
-        Ok(())
+            .with_context(|| format!("cannot create database {}", self.settings.database))
+    }
+
+    /// Names of the tables and views in the database.
+    pub async fn table_names(&self) -> Result<HashSet<String>> {
+        let rows = self
+            .query_json(
+                "SELECT name FROM system.tables WHERE database = {db:String}",
+                &[("db", Value::from(self.settings.database.clone()))],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect())
     }
 
     pub async fn execute(&self, sql: &str) -> Result<()> {
@@ -491,15 +499,6 @@ fn first_line(sql: &str) -> String {
     line.chars().take(120).collect()
 }
 
-/// The `schema` subcommand: the DDL the engine applies, as one script.
-pub fn schema_script(database: &str, extra_dirs: &[PathBuf]) -> Result<String> {
-    let mut out = format!("CREATE DATABASE IF NOT EXISTS `{database}`;\n\n");
-    for st in schema_statements(extra_dirs)? {
-        out.push_str(&format!("-- from {}\n{};\n\n", st.origin, st.sql));
-    }
-    Ok(out)
-}
-
 /// Does a path look like a DDL file (used by the rules dir scanner).
 pub fn is_sql_file(p: &Path) -> bool {
     p.extension().is_some_and(|x| x == "sql")
@@ -512,15 +511,24 @@ mod tests {
     #[test]
     fn splits_builtin_schema() {
         let st = schema_statements(&[]).unwrap();
-        // 8 tables and a view, plus the ALTERs that upgrade older databases in place
-        let creates = st
+        // 8 tables and a view (upgrades of older databases are in migrations.rs)
+        let creates: Vec<&Statement> = st
             .iter()
             .filter(|s| s.sql.starts_with("CREATE TABLE"))
-            .count();
-        assert_eq!(creates, 8);
+            .collect();
+        assert_eq!(creates.len(), 8);
         assert!(st.iter().any(|s| s.sql.contains("MATERIALIZED VIEW")));
         assert!(st.iter().all(|s| s.sql.contains("IF NOT EXISTS")));
-        assert!(st.iter().any(|s| s.sql.starts_with("ALTER TABLE")));
+        // every table carries the identity, at the end of its key
+        for c in creates {
+            assert!(
+                c.sql
+                    .contains("host                        LowCardinality(String)"),
+                "{}",
+                c.sql
+            );
+            assert!(c.sql.contains("host, user_name)\n"), "{}", c.sql);
+        }
     }
 
     #[test]

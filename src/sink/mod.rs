@@ -3,7 +3,13 @@
 
 pub mod budget;
 pub mod clickhouse;
+pub mod cluster;
 pub mod embedded;
+pub mod grants;
+pub mod identity;
+pub mod migrations;
+pub mod privacy;
+pub mod retention;
 pub mod spool;
 pub mod status;
 pub mod store;

@@ -10,6 +10,7 @@
 //! bad row costs O(log n) inserts.
 
 use super::clickhouse::{classify_error, ChClient, FailureKind};
+use super::identity::RowStamp;
 use super::spool::{Spool, SpooledBatch, TableRows};
 use super::status::{now_ms, timings, IngestStatus};
 use super::writer::{
@@ -33,6 +34,8 @@ pub(crate) struct Storer {
     pub(crate) shutdown: Arc<AtomicBool>,
     /// The dead-letter table's columns (rows ClickHouse refused go there).
     pub(crate) dead_letter_cols: TableCols,
+    /// Privacy for those dead letters; the identity tags batch ids.
+    pub(crate) stamp: RowStamp,
     pub(crate) seq: u64,
     pub(crate) inserts: Arc<AtomicU64>,
     pub(crate) failing: Arc<AtomicU64>,
@@ -54,7 +57,10 @@ impl Storer {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        format!("{nanos:020}-{}-{:06}", std::process::id(), self.seq)
+        // The identity tag keeps two machines' dedup tokens (`<batch id>:<table>`)
+        // apart even with equal clocks and pids (containers).
+        let (pid, tag) = (std::process::id(), self.stamp.batch_tag());
+        format!("{nanos:020}-{pid}-{:06}-{tag}", self.seq)
     }
 
     /// Spool, insert and commit one built batch (checkpoints alone are
@@ -159,7 +165,8 @@ impl Storer {
         let mut data = Vec::new();
         let mut warned = Default::default();
         for r in rejected {
-            let dl = sink_dead_letter(&r.table, &r.row, &r.error);
+            let mut dl = sink_dead_letter(&r.table, &r.row, &r.error);
+            self.stamp.apply_privacy(&mut dl);
             encode_row(&mut data, &dl, Some(&self.dead_letter_cols), &mut warned)?;
         }
         let rows = TableRows::from_lines(data)?;

@@ -13,6 +13,7 @@
 
 use super::budget::Permit;
 use super::clickhouse::ChClient;
+use super::identity::{is_identity_column, RowStamp, HOST_COLUMN, USER_COLUMN};
 use super::spool::{LegacyBatch, Spool, Spooled, SpooledBatch, TableRows};
 use super::status::IngestStatus;
 use super::store::Storer;
@@ -62,6 +63,9 @@ pub struct WriterConfig {
     pub max_delay: Duration,
     /// Extra DDL dirs re-applied when rows name a table we have not seen (plugin tables).
     pub schema_dirs: Vec<PathBuf>,
+    /// Identity and privacy applied to every row before it is encoded.
+    /// Identity and privacy applied to every row before it is encoded.
+    pub stamp: RowStamp,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -73,33 +77,58 @@ pub struct WriterStats {
     pub inserts: u64,
 }
 
-/// A table's columns, each with its JSON key already encoded (`"name":`).
+/// A table's columns, each with its JSON key already encoded (`"name":`),
+/// and the identity columns it has, encoded once with their values: the
+/// sink, not a rule, says where a row came from (see `identity.rs`).
 #[derive(Debug, Default, Clone)]
-pub(crate) struct TableCols(FxHashMap<Box<str>, Box<[u8]>>);
+pub(crate) struct TableCols {
+    keys: FxHashMap<Box<str>, Box<[u8]>>,
+    /// `"host":"…","user_name":"…"` (those of the two the table has).
+    identity: Box<[u8]>,
+}
 
 impl TableCols {
-    fn new(names: &HashSet<String>) -> TableCols {
-        TableCols(
-            names
-                .iter()
-                .map(|n| {
-                    let mut key = serde_json::to_vec(n).unwrap_or_default();
-                    key.push(b':');
-                    (n.as_str().into(), key.into())
-                })
-                .collect(),
-        )
+    fn new(names: &HashSet<String>, stamp: &RowStamp) -> TableCols {
+        let keys = names
+            .iter()
+            .filter(|n| !is_identity_column(n))
+            .map(|n| (n.as_str().into(), json_key(n).into()))
+            .collect();
+        let who = stamp.stored_identity();
+        let mut identity = Vec::new();
+        for (col, val) in [(HOST_COLUMN, &who.host), (USER_COLUMN, &who.user)] {
+            if names.contains(col) {
+                if !identity.is_empty() {
+                    identity.push(b',');
+                }
+                identity.extend_from_slice(&json_key(col));
+                identity.extend_from_slice(&serde_json::to_vec(val).unwrap_or_default());
+            }
+        }
+        TableCols {
+            keys,
+            identity: identity.into(),
+        }
     }
 
     fn key(&self, column: &str) -> Option<&[u8]> {
-        self.0.get(column).map(|k| &**k)
+        self.keys.get(column).map(|k| &**k)
     }
 }
 
-fn table_cols(columns: HashMap<String, HashSet<String>>) -> FxHashMap<String, TableCols> {
+fn json_key(name: &str) -> Vec<u8> {
+    let mut key = serde_json::to_vec(name).unwrap_or_default();
+    key.push(b':');
+    key
+}
+
+fn table_cols(
+    columns: HashMap<String, HashSet<String>>,
+    stamp: &RowStamp,
+) -> FxHashMap<String, TableCols> {
     columns
         .into_iter()
-        .map(|(t, cols)| (t, TableCols::new(&cols)))
+        .map(|(t, cols)| (t, TableCols::new(&cols, stamp)))
         .collect()
 }
 
@@ -248,6 +277,8 @@ pub(crate) fn encode_row(
         let k: &str = k;
         let key = match known.map(|t| t.key(k)) {
             Some(Some(key)) => key,
+            // stamped below, whatever a rule or plugin set
+            Some(None) if is_identity_column(k) => continue,
             Some(None) => {
                 if warned.insert((table.to_string(), k.to_string())) {
                     tracing::warn!(table, column = %k, "rules write a column the table does not have; ignoring it");
@@ -267,6 +298,12 @@ pub(crate) fn encode_row(
         first = false;
         out.extend_from_slice(key);
         serde_json::to_writer(&mut *out, v).context("cannot encode a value")?;
+    }
+    if let Some(id) = known.map(|t| &*t.identity).filter(|id| !id.is_empty()) {
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(id);
     }
     out.extend_from_slice(b"}\n");
     Ok(())
@@ -323,7 +360,7 @@ impl Writer {
         shutdown: Arc<AtomicBool>,
         cfg: WriterConfig,
     ) -> Result<Writer> {
-        let tables = table_cols(client.table_columns().await?);
+        let tables = table_cols(client.table_columns().await?, &cfg.stamp);
         let dead_letter_cols = tables
             .get(DEAD_LETTER_TABLE)
             .cloned()
@@ -335,6 +372,7 @@ impl Writer {
             status: status.clone(),
             shutdown,
             dead_letter_cols,
+            stamp: cfg.stamp.clone(),
             seq: 0,
             inserts: Arc::new(AtomicU64::new(0)),
             failing: Arc::new(AtomicU64::new(0)),
@@ -416,7 +454,8 @@ impl Encoder {
     /// Encode rows into the batch; rows for a table that does not exist
     /// (after one schema refresh) become dead letters in the same batch.
     async fn add_rows(&mut self, b: &mut Building, rows: Vec<Row>) -> Result<()> {
-        for r in rows {
+        for mut r in rows {
+            self.cfg.stamp.apply_privacy(&mut r);
             let table: &str = &r.table;
             if !self.tables.contains_key(table) && self.refreshed.insert(table.to_string()) {
                 self.refresh_schema().await;
@@ -448,7 +487,8 @@ impl Encoder {
         let mut row = Vec::new();
         encode_row(&mut row, r, None, &mut self.warned)?;
         row.pop(); // the newline
-        let dl = sink_dead_letter(table, &row, &error);
+        let mut dl = sink_dead_letter(table, &row, &error);
+        self.cfg.stamp.apply_privacy(&mut dl);
         let known = self
             .tables
             .get(DEAD_LETTER_TABLE)
@@ -534,7 +574,7 @@ impl Encoder {
             tracing::warn!(error = %format!("{e:#}"), "re-applying schema failed");
         }
         match self.client.table_columns().await {
-            Ok(c) => self.tables = table_cols(c),
+            Ok(c) => self.tables = table_cols(c, &self.cfg.stamp),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot read table columns"),
         }
     }
@@ -627,6 +667,7 @@ mod tests {
             max_bytes: 1 << 20,
             max_delay: Duration::from_millis(10),
             schema_dirs: vec![],
+            stamp: Default::default(),
         }
     }
 
