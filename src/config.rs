@@ -41,6 +41,65 @@ pub struct ClickHouseSection {
     pub python: Option<PathBuf>,
     /// Data directory of the embedded engine (default `<state_dir>/clickhouse`).
     pub data_dir: Option<PathBuf>,
+    /// Opt-in: the embedded engine's ClickHouse HTTP interface for other
+    /// tools (clickhouse-client-compatible HTTP clients, Grafana), read-only.
+    pub http_endpoint: Option<HttpEndpointSection>,
+}
+
+/// A read-only login on the embedded engine for other tools, on a fixed
+/// loopback port (reach it from elsewhere through an SSH tunnel).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpEndpointSection {
+    /// Port on 127.0.0.1 (the engine's own port, fixed instead of random).
+    pub port: u16,
+    /// The login name (not `reader` / `writer`, the engine's own).
+    pub user: String,
+    /// A file whose first line is the password (at least 16 characters).
+    pub password_file: PathBuf,
+}
+
+/// Never prints the password (it is not even held here).
+impl std::fmt::Debug for HttpEndpointSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpEndpointSection")
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl HttpEndpointSection {
+    /// The login, with its password read from `password_file` and checked.
+    pub fn credentials(&self) -> Result<(String, String)> {
+        let ok_name = !self.user.is_empty()
+            && self.user.len() <= 64
+            && self
+                .user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok_name || self.user == "reader" || self.user == "writer" {
+            bail!(
+                "clickhouse.http_endpoint.user `{}`: letters, digits, _ and - only, not `reader` or `writer`",
+                self.user
+            );
+        }
+        let text = std::fs::read_to_string(&self.password_file).with_context(|| {
+            format!(
+                "cannot read clickhouse.http_endpoint.password_file {}",
+                self.password_file.display()
+            )
+        })?;
+        let password = text.lines().next().unwrap_or_default().to_string();
+        if password.chars().count() < 16 {
+            bail!(
+                "the password in {} must be at least 16 characters",
+                self.password_file.display()
+            );
+        }
+        Ok((self.user.clone(), password))
+    }
 }
 
 impl Default for ClickHouseSection {
@@ -55,6 +114,7 @@ impl Default for ClickHouseSection {
             compression: "auto".into(),
             python: None,
             data_dir: None,
+            http_endpoint: None,
         }
     }
 }
@@ -71,6 +131,7 @@ impl std::fmt::Debug for ClickHouseSection {
             .field("database", &self.database)
             .field("compression", &self.compression)
             .field("python", &self.python)
+            .field("http_endpoint", &self.http_endpoint)
             .field("data_dir", &self.data_dir)
             .finish()
     }

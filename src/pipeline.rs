@@ -25,7 +25,7 @@ use crate::rules::reload::{spawn_rules_watcher, RulesHandle};
 use crate::rules::{EntryInput, RuleSet};
 use crate::sink::budget::{ByteBudget, Permit};
 use crate::sink::clickhouse::{ChClient, ChSettings};
-use crate::sink::embedded::{private_dir, Access, EmbeddedClickHouse, Role};
+use crate::sink::embedded::{private_dir, Access, Credentials, EmbeddedClickHouse, Exposed, Role};
 use crate::sink::identity::{Identity, RowStamp};
 use crate::sink::privacy::Privacy;
 use crate::sink::spool::Spool;
@@ -185,8 +185,9 @@ pub async fn connect(cfg: &Config) -> Result<Connection> {
         ClickHouseMode::Embedded => {
             let python = cfg.clickhouse.python.clone();
             let dir = cfg.embedded_data_dir();
+            let exposed = exposed_endpoint(cfg)?;
             let e = tokio::task::spawn_blocking(move || {
-                EmbeddedClickHouse::start(python.as_deref(), &dir)
+                EmbeddedClickHouse::start_exposed(python.as_deref(), &dir, exposed)
             })
             .await
             .context("embedded engine start-up panicked")??;
@@ -208,6 +209,19 @@ pub async fn connect(cfg: &Config) -> Result<Connection> {
         reader,
         embedded,
     })
+}
+
+/// The opt-in HTTP interface for other tools (`clickhouse.http_endpoint`).
+fn exposed_endpoint(cfg: &Config) -> Result<Option<Exposed>> {
+    let Some(ep) = &cfg.clickhouse.http_endpoint else {
+        return Ok(None);
+    };
+    let (user, password) = ep.credentials()?;
+    tracing::info!(port = ep.port, user = %user, "the embedded engine's HTTP interface is open to tools (read-only, 127.0.0.1)");
+    Ok(Some(Exposed {
+        port: ep.port,
+        login: Credentials { user, password },
+    }))
 }
 
 /// For readers (`sql`, `serve`, `report`): on the embedded store, attach to

@@ -83,6 +83,17 @@ pub struct Access {
     pub pid: u32,
     pub reader: Credentials,
     pub writer: Credentials,
+    /// The opt-in read-only login for other tools (`clickhouse.http_endpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Credentials>,
+}
+
+/// The embedded engine's HTTP interface opened to other tools: a fixed
+/// loopback port and one more read-only login.
+#[derive(Debug, Clone)]
+pub struct Exposed {
+    pub port: u16,
+    pub login: Credentials,
 }
 
 impl Access {
@@ -99,6 +110,7 @@ impl Access {
                 user: "writer".into(),
                 password: key(),
             },
+            tools: None,
         }
     }
 
@@ -138,10 +150,14 @@ impl Access {
     fn users_line(&self) -> String {
         let user =
             |c: &Credentials, role: &str| serde_json::json!({"key": c.password, "role": role});
-        let users = serde_json::json!({"users": {
+        let mut users = serde_json::json!({
             self.reader.user.clone(): user(&self.reader, "reader"),
             self.writer.user.clone(): user(&self.writer, "writer"),
-        }});
+        });
+        if let Some(t) = &self.tools {
+            users[t.user.as_str()] = user(t, "reader");
+        }
+        let users = serde_json::json!({ "users": users });
         format!("{users}\n")
     }
 
@@ -238,7 +254,17 @@ impl EmbeddedClickHouse {
     /// Start the engine on `data_dir` (created if needed) on a free loopback
     /// port with fresh keys, and wait until it serves.
     pub fn start(python: Option<&Path>, data_dir: &Path) -> Result<EmbeddedClickHouse> {
-        Self::launch(python, data_dir, None)
+        Self::launch(python, data_dir, None, None)
+    }
+
+    /// [`Self::start`], with the HTTP interface opened to other tools when
+    /// `exposed` is given (config `clickhouse.http_endpoint`).
+    pub fn start_exposed(
+        python: Option<&Path>,
+        data_dir: &Path,
+        exposed: Option<Exposed>,
+    ) -> Result<EmbeddedClickHouse> {
+        Self::launch(python, data_dir, None, exposed)
     }
 
     /// Start a stopped engine again on its old port with its old keys, so
@@ -248,13 +274,14 @@ impl EmbeddedClickHouse {
         data_dir: &Path,
         previous: &Access,
     ) -> Result<EmbeddedClickHouse> {
-        Self::launch(python, data_dir, Some(previous))
+        Self::launch(python, data_dir, Some(previous), None)
     }
 
     fn launch(
         python: Option<&Path>,
         data_dir: &Path,
         previous: Option<&Access>,
+        exposed: Option<Exposed>,
     ) -> Result<EmbeddedClickHouse> {
         let python = python.map(Path::to_path_buf).unwrap_or_else(default_python);
         if !python.exists() {
@@ -271,15 +298,21 @@ impl EmbeddedClickHouse {
         let script = data_dir.join(".chdb_http.py");
         std::fs::write(&script, FRONT_SCRIPT)
             .with_context(|| format!("cannot write {}", script.display()))?;
-        let port = match previous {
-            Some(a) => url::Url::parse(&a.url)?.port().unwrap_or(0),
-            None => 0,
+        let port = match (previous, &exposed) {
+            (Some(a), _) => url::Url::parse(&a.url)?.port().unwrap_or(0),
+            (None, Some(e)) => e.port,
+            (None, None) => 0,
         };
+        // Loopback only, exposed or not: other machines go through a tunnel.
         let listener = TcpListener::bind(("127.0.0.1", port))
             .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
         let access = match previous {
             Some(a) => a.clone(),
-            None => Access::generate(format!("http://{}", listener.local_addr()?)),
+            None => {
+                let mut a = Access::generate(format!("http://{}", listener.local_addr()?));
+                a.tools = exposed.map(|e| e.login);
+                a
+            }
         };
         let launcher = Launcher {
             python,

@@ -124,7 +124,7 @@ impl Privacy {
                 .find(|(t, _)| *t == table)
                 .map_or(&[][..], |(_, c)| *c);
             for c in content {
-                if let Some(v) = columns.get_mut(*c) {
+                if let Some(v) = columns.get_mut(c) {
                     *v = empty_like(v);
                 }
             }
