@@ -142,7 +142,56 @@ async fn two_machines_with_the_same_paths_share_one_store_exactly_once() {
         2 * 40 * 20 + 20,
         "each machine's requests counted once"
     );
+    scoped_tokens_see_their_machine_only(&ch).await;
     ch.drop_database().await.unwrap();
+}
+
+/// The team's dashboard over the shared store: a token scoped to one
+/// machine reads that machine's figures only, whatever it asks for.
+async fn scoped_tokens_see_their_machine_only(ch: &ChClient) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &file,
+        "- {name: lead, token: lead-token-0123456789}\n\
+         - {name: b, token: box-b-token-0123456789, scope: {host: box-b}}\n",
+    )
+    .unwrap();
+    let tokens = claude_ingest::api::auth::Tokens::load(Some(&file), None).unwrap();
+    let status = std::sync::Arc::new(claude_ingest::sink::status::IngestStatus::new(16));
+    let base = claude_ingest::sink::testing::serve_api_with(ch.clone(), status, tokens)
+        .await
+        .unwrap();
+    let output = |token: &'static str, query: &'static str| {
+        let base = base.clone();
+        async move {
+            let v: serde_json::Value = reqwest::Client::new()
+                .get(format!("{base}/api/overview{query}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v
+        }
+    };
+    let all = output("lead-token-0123456789", "").await;
+    let b = output("box-b-token-0123456789", "").await;
+    let b_asks_for_a = output("box-b-token-0123456789", "?host=box-a").await;
+    let a = output("lead-token-0123456789", "?host=box-a").await;
+    let out = |v: &serde_json::Value| v["totals"]["output_tokens"].as_u64();
+    // both machines read the same files: each holds half the team's figures
+    let machine = 2 * 40 * 20 + 20;
+    assert_eq!(out(&all), Some(2 * machine), "{all}");
+    assert_eq!(out(&a), Some(machine), "{a}");
+    assert_eq!(out(&b), Some(machine), "{b}");
+    assert_eq!(b["filters"]["host"], "box-b");
+    assert_eq!(
+        b_asks_for_a["error"], "this token may only read host `box-b`",
+        "a scoped token cannot read another machine's rows"
+    );
 }
 
 /// Every value of every column of every table, as text.
