@@ -19,11 +19,3 @@ pub mod row;
 pub mod rules;
 pub mod sink;
 pub mod source;
-
-/// The engine's allocator, for every binary linking this crate (the engine,
-/// its tests and benches). Routing and encoding make many small, short-lived
-/// allocations (strings of each entry, row values); glibc malloc/free were
-/// 15–30 % of the router's and the writer's CPU in perf, and mimalloc's
-/// thread-local free lists make those much cheaper.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
