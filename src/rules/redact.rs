@@ -155,6 +155,9 @@ pub struct Redactor {
     patterns: Vec<Pattern>,
     /// Fast pre-check: most strings contain no secret at all.
     set: Option<RegexSet>,
+    /// Every `key` regex at once: most object keys name no secret field, and
+    /// one set test per key is cheaper than one regex per pattern.
+    keys: Option<RegexSet>,
 }
 
 impl Redactor {
@@ -164,7 +167,20 @@ impl Redactor {
         } else {
             Some(RegexSet::new(patterns.iter().map(|p| p.regex.as_str()))?)
         };
-        Ok(Redactor { patterns, set })
+        let key_regexes: Vec<&str> = patterns
+            .iter()
+            .filter_map(|p| p.key.as_ref().map(Regex::as_str))
+            .collect();
+        let keys = if key_regexes.is_empty() {
+            None
+        } else {
+            Some(RegexSet::new(key_regexes)?)
+        };
+        Ok(Redactor {
+            patterns,
+            set,
+            keys,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -179,6 +195,12 @@ impl Redactor {
     /// pushes the names of the patterns that fired, once per replacement.
     pub fn redact_str(&self, s: &str, hits: &mut Vec<String>) -> Option<String> {
         let set = self.set.as_ref()?;
+        // `is_match` stops at the first hit and needs no overlapping search:
+        // the common case (no secret) costs one scan instead of the slower
+        // all-patterns one.
+        if !set.is_match(s) {
+            return None;
+        }
         let matched = set.matches(s);
         if !matched.matched_any() {
             return None;
@@ -197,6 +219,9 @@ impl Redactor {
 
     /// The key pattern whose `key` regex names `key` as a secret field, if any.
     fn secret_key(&self, key: &str) -> Option<&Pattern> {
+        if !self.keys.as_ref().is_some_and(|k| k.is_match(key)) {
+            return None;
+        }
         self.patterns
             .iter()
             .find(|p| p.key.as_ref().is_some_and(|k| k.is_match(key)))

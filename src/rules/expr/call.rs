@@ -244,6 +244,11 @@ fn numbers<'a>(f: &Func, args: &Args<'a, '_>) -> Out<'a> {
 /// Normalise a timestamp (RFC 3339 string or epoch milliseconds) to RFC 3339
 /// UTC with milliseconds; anything else becomes null.
 fn iso_time<'a>(v: &Value) -> Out<'a> {
+    if let Value::String(t) = v {
+        if is_canonical_time(t) {
+            return string(t.clone());
+        }
+    }
     let parsed = match v {
         Value::String(t) => chrono::DateTime::parse_from_rfc3339(t)
             .ok()
@@ -256,6 +261,39 @@ fn iso_time<'a>(v: &Value) -> Out<'a> {
     match parsed {
         Some(d) => string(d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
         None => Cow::Borrowed(&NULL),
+    }
+}
+
+/// Already `YYYY-MM-DDTHH:MM:SS.mmmZ` with in-range fields (what Claude Code
+/// writes): normalising would give the same text back, so skip chrono's
+/// parse and format (the single largest cost among the derived variables).
+/// Anything else, including a leap second, takes the general path.
+fn is_canonical_time(t: &str) -> bool {
+    let b = t.as_bytes();
+    if b.len() != 24 || b[23] != b'Z' {
+        return false;
+    }
+    let shape = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    let shaped = b.iter().zip(shape).all(|(c, s)| match s {
+        b'd' => c.is_ascii_digit(),
+        _ => c == s,
+    });
+    let field = |i: usize| u32::from(b[i] - b'0') * 10 + u32::from(b[i + 1] - b'0');
+    shaped
+        && (1..=12).contains(&field(5))
+        && (1..=days_in_month(field(0) * 100 + field(2), field(5))).contains(&field(8))
+        && field(11) < 24
+        && field(14) < 60
+        && field(17) < 60
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
 }
 

@@ -286,7 +286,7 @@ impl Parser<'_> {
                 self.leave();
                 Ok(e)
             }
-            Some(Tok::LBrack) => Ok(Node::List(self.items(&Tok::RBrack, "`,` or `]`")?)),
+            Some(Tok::LBrack) => Ok(list(self.items(&Tok::RBrack, "`,` or `]`")?)),
             Some(Tok::Var(v)) => {
                 let slot = self.slots.slot(&v);
                 let root = if v == "index" {
@@ -437,4 +437,20 @@ fn plain_func(name: &str) -> Option<(usize, usize, Func)> {
         "count_type" => two(Func::CountType),
         _ => None,
     }
+}
+
+/// A list of literals is itself a literal: folded once here rather than
+/// rebuilt (one `Vec` and a copy of each string) every time it is evaluated.
+fn list(items: Vec<Node>) -> Node {
+    if !items.iter().all(|n| matches!(n, Node::Lit(_))) {
+        return Node::List(items);
+    }
+    let values = items
+        .into_iter()
+        .filter_map(|n| match n {
+            Node::Lit(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    Node::Lit(Value::Array(values))
 }

@@ -154,3 +154,32 @@ proptest::proptest! {
         }
     }
 }
+
+/// The canonical-text shortcut gives what chrono's parse and format give, and
+/// leaves everything it cannot vouch for to them.
+#[test]
+fn iso_time_shortcut_agrees_with_the_general_path() {
+    let d = json!({});
+    let general = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|d| json!(d.to_utc().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()))
+            .unwrap_or(Value::Null)
+    };
+    for t in [
+        "2026-10-01T10:00:00.000Z",
+        "2024-02-29T23:59:59.999Z",
+        "2025-02-29T10:00:00.000Z",
+        "2026-04-31T10:00:00.000Z",
+        "2026-13-01T10:00:00.000Z",
+        "2026-10-01T24:00:00.000Z",
+        "2026-10-01T10:60:00.000Z",
+        "2016-12-31T23:59:60.000Z",
+        "2026-10-01t10:00:00.000z",
+        "2026-10-01T10:00:00.000+00:00",
+        "2026-10-01 10:00:00.000Z",
+        "2026-1a-01T10:00:00.000Z",
+    ] {
+        assert_eq!(ev(&format!("iso_time('{t}')"), &d), general(t), "{t}");
+    }
+}
