@@ -113,6 +113,8 @@ enum Command {
     Service(claude_ingest::ops::service::ServiceArgs),
     /// Run a read-only SQL query on the store (attaches to a running `ingest`).
     Sql(claude_ingest::ops::sql::SqlArgs),
+    /// Show what the rules and plugins make of log lines, storing nothing.
+    Try(claude_ingest::ops::trial::TryArgs),
 }
 
 #[derive(Args, Debug)]
@@ -232,7 +234,10 @@ fn main() -> ExitCode {
         );
     }
     // A report is read by a person: engine start-up chatter only on request (RUST_LOG).
-    let level = if matches!(cli.command, Command::Report(_) | Command::Sql(_)) {
+    let level = if matches!(
+        cli.command,
+        Command::Report(_) | Command::Sql(_) | Command::Try(_)
+    ) {
         "warn"
     } else {
         "info"
@@ -270,6 +275,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Try(args) => Ok(if claude_ingest::ops::trial::run(&cfg, &args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Command::Service(args) => {
             let password = cli.global.clickhouse_password.as_deref();
             claude_ingest::ops::service::run(&args, service_globals(&cli.global)?, password)?;
@@ -307,7 +317,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         claude_ingest::ops::sql::run(&conn.reader, &args).await?;
                     }
                     Command::Setup => claude_ingest::ops::setup::run(&cfg).await?,
-                    Command::Schema | Command::CheckRules { .. } | Command::Service(_) => {}
+                    Command::Schema
+                    | Command::CheckRules { .. }
+                    | Command::Service(_)
+                    | Command::Try(_) => {}
                 }
                 Ok::<_, anyhow::Error>(())
             })?;

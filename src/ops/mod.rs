@@ -5,3 +5,4 @@
 pub mod service;
 pub mod setup;
 pub mod sql;
+pub mod trial;
