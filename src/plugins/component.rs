@@ -107,9 +107,16 @@ pub(crate) fn is_component(bytes: &[u8]) -> bool {
     code.starts_with("(component")
 }
 
+/// The interface of `plugins/wit/plugin.wit` that holds the shared types.
+const TYPES_INTERFACE: &str = "claude-ingest:plugin/types@0.1";
+
 /// The component half of the plugin engine: its own linker (only `log`).
 pub(crate) fn linker(engine: &Engine) -> Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
+    // Components import the types interface (types only, no functions).
+    linker
+        .instance(&format!("{TYPES_INTERFACE}.0"))
+        .map_err(|e| anyhow!("cannot define the types interface: {e:#}"))?;
     linker
         .root()
         .func_wrap(
@@ -131,7 +138,8 @@ pub(crate) fn compile(ctx: &EngineCtx, name: &str, bytes: &[u8]) -> Result<Compo
         Component::new(engine, bytes).map_err(|e| anyhow!("does not compile: {e:#}"))?;
     let ty = component.component_type();
     for (import, _) in ty.imports(engine) {
-        if import != "log" {
+        // The WIT's `types` interface holds only types: nothing to provide.
+        if import != "log" && !import.starts_with(TYPES_INTERFACE) {
             anyhow::bail!(
                 "unsupported import `{import}`: component plugins may only import `log` \
                  (no WASI: build Python with `componentize-py ... --stub-wasi`, JavaScript with \

@@ -480,7 +480,7 @@ impl EngineCtx {
         linker
             .func_wrap("env", "log", host_log)
             .map_err(|e| anyhow!("cannot define env.log: {e:#}"))?;
-        let component_engine = build_engine(limits, false)?;
+        let component_engine = build_component_engine()?;
         let component_linker = super::component::linker(&component_engine)?;
         let ctx = Arc::new(EngineCtx {
             engine,
@@ -595,6 +595,22 @@ fn build_engine(limits: PluginLimits, pooling: bool) -> Result<Engine> {
             // Keep a small warm prefix resident so reusing a slot avoids page faults.
             .linear_memory_keep_resident(256 * 1024);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))
+}
+
+/// The components' engine: no pooling, and wasmtime's on-disk compilation
+/// cache, since an interpreter component (18 MB for CPython) takes seconds to
+/// compile and would otherwise pay that again at every start.
+fn build_component_engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+        Ok(cache) => {
+            config.cache(Some(cache));
+        }
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "no wasm compilation cache; components compile at every start"),
     }
     Engine::new(&config).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))
 }
