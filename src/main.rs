@@ -115,6 +115,9 @@ enum Command {
     Sql(claude_ingest::ops::sql::SqlArgs),
     /// Show what the rules and plugins make of log lines, storing nothing.
     Try(claude_ingest::ops::trial::TryArgs),
+    /// Write and check your own plugins: `plugin new`, `plugin test`.
+    #[command(subcommand)]
+    Plugin(claude_ingest::ops::plugin_sdk::PluginCmd),
 }
 
 #[derive(Args, Debug)]
@@ -236,7 +239,7 @@ fn main() -> ExitCode {
     // A report is read by a person: engine start-up chatter only on request (RUST_LOG).
     let level = if matches!(
         cli.command,
-        Command::Report(_) | Command::Sql(_) | Command::Try(_)
+        Command::Report(_) | Command::Sql(_) | Command::Try(_) | Command::Plugin(_)
     ) {
         "warn"
     } else {
@@ -276,6 +279,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Try(args) => Ok(if claude_ingest::ops::trial::run(&cfg, &args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Plugin(cmd) => Ok(if claude_ingest::ops::plugin_sdk::run(&cfg, &cmd)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -320,7 +328,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Command::Schema
                     | Command::CheckRules { .. }
                     | Command::Service(_)
-                    | Command::Try(_) => {}
+                    | Command::Try(_)
+                    | Command::Plugin(_) => {}
                 }
                 Ok::<_, anyhow::Error>(())
             })?;

@@ -143,7 +143,7 @@ pub(crate) fn compile(ctx: &EngineCtx, name: &str, bytes: &[u8]) -> Result<Compo
             anyhow::bail!(
                 "unsupported import `{import}`: component plugins may only import `log` \
                  (no WASI: build Python with `componentize-py ... --stub-wasi`, JavaScript with \
-                 `jco componentize --disable all`)"
+                 componentize-js with every WASI feature disabled)"
             );
         }
     }

@@ -610,7 +610,9 @@ fn build_component_engine() -> Result<Engine> {
         Ok(cache) => {
             config.cache(Some(cache));
         }
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "no wasm compilation cache; components compile at every start"),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no wasm compilation cache; components compile at every start")
+        }
     }
     Engine::new(&config).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))
 }
@@ -791,7 +793,7 @@ pub(crate) fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The plugin name of a file: its stem, restricted so that rule files and log
 /// lines can name it unambiguously.
-pub(crate) fn plugin_name(file: &Path) -> Result<String> {
+pub fn plugin_name(file: &Path) -> Result<String> {
     let stem = file
         .file_stem()
         .and_then(|s| s.to_str())
