@@ -1,6 +1,7 @@
-//! `claude-ingest plugin new NAME --lang python|js|rust` scaffolds a
-//! component plugin (its WIT, a build script, sample entries and their
-//! expected output); `claude-ingest plugin test DIR` runs the built plugin on
+//! `claude-ingest plugin new NAME --lang python|js|rust|c` scaffolds a
+//! plugin: a component of the WIT interface (Python, JavaScript, Rust) or a
+//! core module of the JSON ABI (C), with a build script, sample entries and
+//! their expected output; `claude-ingest plugin test DIR` runs the built plugin on
 //! the samples, through the same host and limits as the engine, and checks
 //! the output. Templates live in `plugins/sdk/` and are compiled in.
 
@@ -37,6 +38,8 @@ pub enum Lang {
     Python,
     Js,
     Rust,
+    /// The core JSON ABI with plugin.h (no component tooling needed).
+    C,
 }
 
 const WIT: &str = include_str!("../../plugins/wit/plugin.wit");
@@ -46,10 +49,12 @@ const EXPECTED: &str = include_str!("../../plugins/sdk/expected.json");
 /// (path in the plugin dir, template text, executable) per language.
 fn templates(lang: Lang) -> Vec<(&'static str, &'static str, bool)> {
     let mut files = vec![
-        ("wit/plugin.wit", WIT, false),
         ("samples.jsonl", SAMPLES, false),
         ("expected.json", EXPECTED, false),
     ];
+    if lang != Lang::C {
+        files.push(("wit/plugin.wit", WIT, false));
+    }
     files.extend(match lang {
         Lang::Python => vec![
             (
@@ -85,6 +90,19 @@ fn templates(lang: Lang) -> Vec<(&'static str, &'static str, bool)> {
             (
                 "build.sh",
                 include_str!("../../plugins/sdk/rust/build.sh"),
+                true,
+            ),
+        ],
+        Lang::C => vec![
+            ("app.c", include_str!("../../plugins/sdk/c/app.c"), false),
+            (
+                "plugin.h",
+                include_str!("../../plugins/examples/common/plugin.h"),
+                false,
+            ),
+            (
+                "build.sh",
+                include_str!("../../plugins/sdk/c/build.sh"),
                 true,
             ),
         ],

@@ -6,17 +6,19 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 name="{{name}}"
 cjs_version="0.23.0"
+# componentize-js imports this at run time but lists it as a dev dependency.
+shim_version="0.17.9"
 prefix="${CLAUDE_INGEST_HOME:-$HOME/.local/share/claude-ingest}/sdk/js"
 if [[ -f "dist/$name.wasm" && -z "$(find . -name '*.js' -newer "dist/$name.wasm" -not -path './dist/*' -print -quit)" ]]; then
     echo "build.sh: dist/$name.wasm is up to date" >&2
     exit 0
 fi
-stamp="$prefix/.installed-$cjs_version"
+stamp="$prefix/.installed-$cjs_version-$shim_version"
 if [[ ! -f "$stamp" ]]; then
     echo "build.sh: installing componentize-js $cjs_version into $prefix" >&2
     mkdir -p "$prefix"
     npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error \
-        "@bytecodealliance/componentize-js@$cjs_version"
+        "@bytecodealliance/componentize-js@$cjs_version" "@bytecodealliance/preview2-shim@$shim_version"
     touch "$stamp"
 fi
 mkdir -p dist
