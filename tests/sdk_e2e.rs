@@ -133,3 +133,48 @@ async fn scaffolded_python_and_js_classifiers_label_entries_in_a_running_engine(
     task.await.unwrap().unwrap();
     ch.drop_database().await.unwrap();
 }
+
+/// Components run in the core modules' sandbox: a Python classifier that
+/// never returns is stopped by its fuel / CPU budget (first attempt and the
+/// one retry), fails only its own entries, and the next entry gets a fresh
+/// instance that is stopped the same way, in well under the wall backstop.
+#[test]
+fn a_looping_python_component_is_stopped_by_its_budget() {
+    let work = tempfile::tempdir().unwrap();
+    let o = cli(
+        &["plugin", "new", "py_loop", "--lang", "python"],
+        work.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = work.path().join("py_loop");
+    let app = std::fs::read_to_string(dir.join("app.py")).unwrap();
+    let looping = app.replace(
+        "        try:\n            doc = json.loads(entry.json)",
+        "        while True:\n            pass\n        try:\n            doc = json.loads(entry.json)",
+    );
+    assert_ne!(app, looping, "the template changed: update this test");
+    std::fs::write(dir.join("app.py"), looping).unwrap();
+    let o = Command::new("bash")
+        .arg(dir.join("build.sh"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "build.sh: {}", text(&o));
+    // Compile once (cached), so the timing below is the calls alone.
+    let _ = cli(&["plugin", "test", dir.to_str().unwrap()], work.path());
+    let t0 = Instant::now();
+    let o = cli(&["plugin", "test", dir.to_str().unwrap()], work.path());
+    let took = t0.elapsed();
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    for sample in [1, 2] {
+        let stopped = [
+            format!("FAIL sample {sample}: plugin failed: plugin `py_loop` ran out of fuel"),
+            format!(
+                "FAIL sample {sample}: plugin failed: plugin `py_loop` exceeded its time limit"
+            ),
+        ];
+        assert!(stopped.iter().any(|s| out.contains(s.as_str())), "{out}");
+    }
+    assert!(out.contains("py_loop: 0 of 2 samples as expected"), "{out}");
+    assert!(took < Duration::from_secs(30), "took {took:?}: {out}");
+}
