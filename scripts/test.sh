@@ -3,7 +3,10 @@
 # ClickHouse engine, wasm toolchain for the example plugins, Chromium +
 # playwright-core for the dashboard test), then runs lints, the whole Rust test
 # suite (unit, property and integration tests against the real engine) and
-# the headless-browser dashboard test.
+# the headless-browser dashboard test. The plugin SDK test (tests/sdk_e2e.rs)
+# builds Python and JavaScript plugins with their scaffolded build.sh, which
+# installs pinned componentize-py (pip) and componentize-js (npm) once under
+# $CLAUDE_INGEST_HOME/sdk (keep that dir between CI runs to skip the installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never

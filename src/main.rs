@@ -119,6 +119,11 @@ enum Command {
     Service(claude_ingest::ops::service::ServiceArgs),
     /// Run a read-only SQL query on the store (attaches to a running `ingest`).
     Sql(claude_ingest::ops::sql::SqlArgs),
+    /// Show what the rules and plugins make of log lines, storing nothing.
+    Try(claude_ingest::ops::trial::TryArgs),
+    /// Write and check your own plugins: `plugin new`, `plugin test`.
+    #[command(subcommand)]
+    Plugin(claude_ingest::ops::plugin_sdk::PluginCmd),
 }
 
 #[derive(Args, Debug)]
@@ -244,7 +249,10 @@ fn main() -> ExitCode {
         );
     }
     // A report is read by a person: engine start-up chatter only on request (RUST_LOG).
-    let level = if matches!(cli.command, Command::Report(_) | Command::Sql(_)) {
+    let level = if matches!(
+        cli.command,
+        Command::Report(_) | Command::Sql(_) | Command::Try(_) | Command::Plugin(_)
+    ) {
         "warn"
     } else {
         "info"
@@ -282,6 +290,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Try(args) => Ok(if claude_ingest::ops::trial::run(&cfg, &args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Plugin(cmd) => Ok(if claude_ingest::ops::plugin_sdk::run(&cfg, &cmd)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Command::Service(args) => {
             let password = cli.global.clickhouse_password.as_deref();
             claude_ingest::ops::service::run(&args, service_globals(&cli.global)?, password)?;
@@ -320,7 +338,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     Command::Setup => claude_ingest::ops::setup::run(&cfg).await?,
                     Command::Schema(_) => println!("{}", pipeline::apply_schema(&cfg).await?),
-                    Command::CheckRules { .. } | Command::Service(_) => {}
+                    Command::CheckRules { .. }
+                    | Command::Service(_)
+                    | Command::Try(_)
+                    | Command::Plugin(_) => {}
                 }
                 Ok::<_, anyhow::Error>(())
             })?;

@@ -151,3 +151,95 @@ fn start_up_errors_are_clear() {
         text(&o)
     );
 }
+
+const TRY_FIXTURE: &str =
+    "tests/fixtures/try/-home-dev-app/7d1c0f9e-0000-4000-8000-000000000001.jsonl";
+
+/// `try` on a real-shaped prompt line: the default pack's full effect, exactly,
+/// with the token masked and named by its rule but never printed.
+#[test]
+fn try_shows_the_default_packs_effect_on_a_line_without_the_secret() {
+    let fixture = repo().join(TRY_FIXTURE);
+    let empty = tempfile::tempdir().unwrap();
+    let target = format!("{}:1", fixture.display());
+    let o = cli(&[
+        "--root",
+        "/nonexistent",
+        "--rules",
+        empty.path().to_str().unwrap(),
+        "--plugins",
+        "/nonexistent",
+        "try",
+        &target,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).replace(&repo().display().to_string(), "<repo>");
+    let expected =
+        std::fs::read_to_string(repo().join("tests/fixtures/try/expected-line1.txt")).unwrap();
+    assert_eq!(out, expected);
+    assert!(
+        out.contains("  message.content: github_token x1\n"),
+        "{out}"
+    );
+    assert!(!text(&o).contains("aBcDeFgHiJkLmNoPqRsTuVwXyZ"), "{out}");
+}
+
+/// With the example plugins: their calls with time and fuel, their labels and
+/// rows, as JSON; a range of lines; a line that cannot be parsed fails the run.
+#[test]
+fn try_reports_plugin_calls_and_rows_as_json() {
+    let dist = repo().join("plugins/dist");
+    assert!(
+        dist.join("dangerous_bash.wasm").exists() && dist.join("bash_commands.wasm").exists(),
+        "example plugins are not built: run plugins/build.sh (scripts/test.sh does)"
+    );
+    let target = format!("{}:1-2", repo().join(TRY_FIXTURE).display());
+    let o = cli(&[
+        "--plugins",
+        dist.to_str().unwrap(),
+        "try",
+        "--json",
+        &target,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let entries = v.as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["redactions"][0]["by"]["github_token"], 1);
+    let e = &entries[1];
+    assert_eq!(
+        (e["line"].as_u64(), e["outcome"].as_str()),
+        (Some(2), Some("routed"))
+    );
+    let calls = e["plugins"].as_array().unwrap();
+    let danger = calls
+        .iter()
+        .find(|c| c["plugin"] == "dangerous_bash")
+        .unwrap();
+    assert!(danger["fuel"].as_u64().unwrap() > 1000, "{danger}");
+    assert!(
+        danger["micros"].as_u64().is_some() && danger["attempts"] == 1,
+        "{danger}"
+    );
+    assert_eq!(danger["output"]["labels"][0], "dangerous_command");
+    assert!(e["labels"]
+        .as_array()
+        .unwrap()
+        .contains(&"dangerous_command".into()));
+    assert_eq!(e["rows"]["plugin_bash_commands"][0]["program"], "rm");
+    assert_eq!(e["rows"]["claude_requests"][0]["output_tokens"], 40);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"type\":\"user\"}\nnot json\n").unwrap();
+    let o = cli(&["--plugins", "/nonexistent", "try", bad.to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(":2 (offset 16, project "), "{}", text(&o));
+    assert!(text(&o).contains("error: parse: "), "{}", text(&o));
+    let o = cli(&["try", &format!("{}:9", bad.display())]);
+    assert!(
+        !o.status.success() && text(&o).contains("has 2 lines; asked for line 9"),
+        "{}",
+        text(&o)
+    );
+}

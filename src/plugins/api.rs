@@ -45,6 +45,27 @@ pub trait PluginCaller: Send + Sync {
 
     /// Whether a plugin of that name is currently loaded (used by check-rules).
     fn has(&self, name: &str) -> bool;
+
+    /// [`PluginCaller::call`], also saying what the call cost when the caller
+    /// measures it (`try` shows it; the router does not need it).
+    fn call_measured(
+        &self,
+        name: &str,
+        input: &[u8],
+    ) -> (Result<PluginOutput, PluginError>, Option<CallCost>) {
+        (self.call(name, input), None)
+    }
+}
+
+/// What one plugin call used, over all its attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CallCost {
+    /// Fuel (≈ wasm instructions) consumed.
+    pub fuel: u64,
+    /// Largest linear memory the guest asked for, in bytes.
+    pub memory_peak: u64,
+    /// 1, or 2 when the first attempt hit a limit and was retried.
+    pub attempts: u32,
 }
 
 /// A caller with no plugins loaded: every call is `NotFound`.

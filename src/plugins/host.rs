@@ -14,7 +14,7 @@
 //!   leaves nothing poisoned behind. With the pooling allocator instantiation
 //!   is a few microseconds, so reuse would buy little and cost isolation.
 
-use super::api::{PluginCaller, PluginError, PluginOutput};
+use super::api::{CallCost, PluginCaller, PluginError, PluginOutput};
 use crate::config::PluginSection;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -230,6 +230,84 @@ pub(crate) struct CallState {
     /// The guest asked for more memory than `memory_cap` (and got `-1`).
     memory_denied: bool,
     clock: CallClock,
+    /// Instances, tables, memories and table elements the store may hold: one
+    /// of each for a core module, more for a component's inner modules.
+    shape: StoreShape,
+}
+
+#[derive(Clone, Copy)]
+struct StoreShape {
+    instances: usize,
+    tables: usize,
+    memories: usize,
+    table_elements: usize,
+}
+
+const CORE_SHAPE: StoreShape = StoreShape {
+    instances: 1,
+    tables: 1,
+    memories: 1,
+    table_elements: TABLE_ELEMENTS,
+};
+/// An interpreter component (CPython, SpiderMonkey) has a few dozen inner
+/// instances and a function table far larger than a C plugin's.
+const COMPONENT_SHAPE: StoreShape = StoreShape {
+    instances: 256,
+    tables: 256,
+    memories: 16,
+    table_elements: 1 << 20,
+};
+
+impl CallState {
+    fn new(plugin: Arc<str>, budget: Budget, shape: StoreShape) -> CallState {
+        CallState {
+            plugin,
+            logs: 0,
+            memory_cap: budget.memory,
+            memory_peak: 0,
+            memory_denied: false,
+            clock: CallClock::new(budget.cpu),
+            shape,
+        }
+    }
+
+    /// Ready a reused (component) store for the next call: fresh clocks and
+    /// log count, memory capped at `baseline` plus the budget.
+    pub(crate) fn reset(&mut self, budget: Budget, baseline: u64) {
+        self.logs = 0;
+        self.memory_cap = baseline.saturating_add(budget.memory);
+        self.memory_denied = false;
+        self.clock = CallClock::new(budget.cpu);
+    }
+
+    pub(crate) fn memory_peak(&self) -> u64 {
+        self.memory_peak
+    }
+
+    pub(crate) fn memory_denied(&self) -> bool {
+        self.memory_denied
+    }
+
+    pub(crate) fn cpu_used(&self) -> Duration {
+        self.clock.cpu_used().unwrap_or_default()
+    }
+
+    pub(crate) fn fired(&self) -> Option<(&'static str, Duration)> {
+        self.clock.fired
+    }
+
+    /// A guest's log line: to the engine's log at debug level, cut and rate-limited.
+    pub(crate) fn log(&mut self, bytes: &[u8]) {
+        self.logs += 1;
+        if self.logs > MAX_LOGS_PER_CALL {
+            if self.logs == MAX_LOGS_PER_CALL + 1 {
+                tracing::debug!(plugin = %self.plugin, "plugin log limit reached, dropping further lines of this call");
+            }
+            return;
+        }
+        let bytes = &bytes[..bytes.len().min(MAX_LOG_BYTES)];
+        tracing::debug!(plugin = %self.plugin, message = %String::from_utf8_lossy(bytes), "plugin log");
+    }
 }
 
 /// The time limits of one call: CPU time of the calling thread (so a loaded
@@ -320,17 +398,17 @@ impl ResourceLimiter for CallState {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+        Ok(desired <= self.shape.table_elements && maximum.is_none_or(|max| desired <= max))
     }
 
     fn instances(&self) -> usize {
-        1
+        self.shape.instances
     }
     fn tables(&self) -> usize {
-        1
+        self.shape.tables
     }
     fn memories(&self) -> usize {
-        1
+        self.shape.memories
     }
 }
 
@@ -344,9 +422,9 @@ pub struct Usage {
 }
 
 /// A failed attempt, and whether a budget (rather than the plugin) caused it.
-struct Failure {
-    error: PluginError,
-    limit_hit: bool,
+pub(crate) struct Failure {
+    pub(crate) error: PluginError,
+    pub(crate) limit_hit: bool,
 }
 
 /// Engine + linker shared by every host built for one plugin directory, so
@@ -354,6 +432,11 @@ struct Failure {
 pub(crate) struct EngineCtx {
     engine: Engine,
     linker: Linker<CallState>,
+    /// Components get their own engine without the pooling allocator: each is
+    /// instantiated once per worker, so pooling's fast instantiation buys
+    /// nothing, and an interpreter's many inner modules do not fit its slots.
+    component_engine: Engine,
+    component_linker: wasmtime::component::Linker<CallState>,
     limits: PluginLimits,
     /// Plugin calls running now; the epoch ticker sleeps while there are none.
     calls: AtomicUsize,
@@ -361,7 +444,7 @@ pub(crate) struct EngineCtx {
 }
 
 /// A plugin call in progress (the epoch ticks while one is alive).
-struct Running<'a>(&'a EngineCtx);
+pub(crate) struct Running<'a>(&'a EngineCtx);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
@@ -397,9 +480,13 @@ impl EngineCtx {
         linker
             .func_wrap("env", "log", host_log)
             .map_err(|e| anyhow!("cannot define env.log: {e:#}"))?;
+        let component_engine = build_component_engine()?;
+        let component_linker = super::component::linker(&component_engine)?;
         let ctx = Arc::new(EngineCtx {
             engine,
             linker,
+            component_engine,
+            component_linker,
             limits,
             calls: AtomicUsize::new(0),
             ticker: OnceLock::new(),
@@ -409,7 +496,7 @@ impl EngineCtx {
     }
 
     /// Count a call as running until the guard drops; wakes the ticker.
-    fn running(&self) -> Running<'_> {
+    pub(crate) fn running(&self) -> Running<'_> {
         if self.calls.fetch_add(1, SeqCst) == 0 {
             if let Some(t) = self.ticker.get() {
                 t.unpark();
@@ -418,8 +505,68 @@ impl EngineCtx {
         Running(self)
     }
 
-    /// Validate the ABI of and pre-link a module from `bytes` (wasm or wat).
-    pub(crate) fn compile(&self, name: &str, bytes: &[u8]) -> Result<InstancePre<CallState>> {
+    pub(crate) fn classify_error(
+        &self,
+        plugin: &str,
+        err: wasmtime::Error,
+        budget: Budget,
+        fired: Option<(&'static str, Duration)>,
+    ) -> PluginError {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
+                plugin: plugin.to_string(),
+                fuel: budget.fuel,
+            },
+            Some(Trap::Interrupt) => {
+                let (clock, limit) = fired.unwrap_or(("cpu", budget.cpu.unwrap_or_default()));
+                tracing::debug!(plugin, clock, ?limit, "plugin interrupted");
+                PluginError::Timeout {
+                    plugin: plugin.to_string(),
+                    millis: limit.as_millis() as u64,
+                }
+            }
+            _ => PluginError::Trap {
+                plugin: plugin.to_string(),
+                // `{:#}` keeps the wasm backtrace context (function names).
+                reason: format!("{err:#}"),
+            },
+        }
+    }
+
+    pub(crate) fn limits(&self) -> PluginLimits {
+        self.limits
+    }
+
+    pub(crate) fn component_engine(&self) -> &Engine {
+        &self.component_engine
+    }
+
+    pub(crate) fn component_linker(&self) -> &wasmtime::component::Linker<CallState> {
+        &self.component_linker
+    }
+
+    /// A store for a component instance, limited by `budget`.
+    pub(crate) fn component_store(&self, plugin: Arc<str>, budget: Budget) -> Store<CallState> {
+        let mut store = Store::new(
+            &self.component_engine,
+            CallState::new(plugin, budget, COMPONENT_SHAPE),
+        );
+        store.limiter(|state| state);
+        store
+    }
+
+    /// Validate and pre-link a plugin from `bytes` (wasm or wat): a component
+    /// (the WIT interface) or a core module (the JSON ABI).
+    pub(crate) fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled> {
+        if super::component::is_component(bytes) {
+            return Ok(Compiled::Component(super::component::compile(
+                self, name, bytes,
+            )?));
+        }
+        self.compile_core(name, bytes).map(Compiled::Core)
+    }
+
+    fn compile_core(&self, name: &str, bytes: &[u8]) -> Result<InstancePre<CallState>> {
         let module = Module::new(&self.engine, bytes).map_err(|e| {
             // wasmtime's wat/validation errors are multi-line; keep them whole.
             anyhow!("does not compile: {e:#}")
@@ -452,6 +599,24 @@ fn build_engine(limits: PluginLimits, pooling: bool) -> Result<Engine> {
     Engine::new(&config).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))
 }
 
+/// The components' engine: no pooling, and wasmtime's on-disk compilation
+/// cache, since an interpreter component (18 MB for CPython) takes seconds to
+/// compile and would otherwise pay that again at every start.
+fn build_component_engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+        Ok(cache) => {
+            config.cache(Some(cache));
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no wasm compilation cache; components compile at every start")
+        }
+    }
+    Engine::new(&config).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))
+}
+
 /// One thread per engine advances the epoch while a call runs and parks
 /// otherwise; it holds only a weak reference so it ends as soon as the last
 /// host using the engine is gone.
@@ -472,7 +637,10 @@ fn spawn_epoch_ticker(ctx: &Arc<EngineCtx>) -> Result<()> {
             }
             std::thread::sleep(EPOCH_TICK);
             match weak.upgrade() {
-                Some(ctx) => ctx.engine.increment_epoch(),
+                Some(ctx) => {
+                    ctx.engine.increment_epoch();
+                    ctx.component_engine.increment_epoch();
+                }
                 None => break,
             }
         })
@@ -482,29 +650,21 @@ fn spawn_epoch_ticker(ctx: &Arc<EngineCtx>) -> Result<()> {
 }
 
 fn host_log(mut caller: Caller<'_, CallState>, ptr: i32, len: i32) {
-    let state = caller.data_mut();
-    state.logs += 1;
-    if state.logs > MAX_LOGS_PER_CALL {
-        if state.logs == MAX_LOGS_PER_CALL + 1 {
-            tracing::debug!(plugin = %state.plugin, "plugin log limit reached, dropping further lines of this call");
-        }
-        return;
-    }
-    let plugin = state.plugin.clone();
     let Some(memory) = caller
         .get_export("memory")
         .and_then(|export| export.into_memory())
     else {
         return;
     };
-    let data = memory.data(&caller);
+    let (data, state) = memory.data_and_store_mut(&mut caller);
     let start = ptr as u32 as usize;
     let len = (len as u32 as usize).min(MAX_LOG_BYTES);
-    let Some(bytes) = data.get(start..start.saturating_add(len).min(data.len())) else {
-        tracing::debug!(plugin = %plugin, ptr, "plugin logged from an out-of-bounds pointer");
-        return;
-    };
-    tracing::debug!(plugin = %plugin, message = %String::from_utf8_lossy(bytes), "plugin log");
+    match data.get(start..start.saturating_add(len).min(data.len())) {
+        Some(bytes) => state.log(bytes),
+        None => {
+            tracing::debug!(plugin = %state.plugin, ptr, "plugin logged from an out-of-bounds pointer")
+        }
+    }
 }
 
 fn func_sig(ty: &FuncType) -> String {
@@ -593,7 +753,15 @@ pub(crate) struct LoadedPlugin {
     pub(crate) name: Arc<str>,
     pub(crate) file: PathBuf,
     pub(crate) hash: [u8; 32],
-    pre: InstancePre<CallState>,
+    compiled: Compiled,
+}
+
+/// A plugin ready to instantiate, in one of the two interfaces.
+pub(crate) enum Compiled {
+    /// A core module speaking the JSON ABI: a fresh instance per call.
+    Core(InstancePre<CallState>),
+    /// A component of the WIT interface: one instance per worker, reused.
+    Component(super::component::ComponentPlugin),
 }
 
 /// Candidate plugin files directly in `dir`, sorted by file name; a missing
@@ -625,7 +793,7 @@ pub(crate) fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The plugin name of a file: its stem, restricted so that rule files and log
 /// lines can name it unambiguously.
-pub(crate) fn plugin_name(file: &Path) -> Result<String> {
+pub fn plugin_name(file: &Path) -> Result<String> {
     let stem = file
         .file_stem()
         .and_then(|s| s.to_str())
@@ -700,14 +868,14 @@ pub(crate) fn load_files(
             }
         }
         match ctx.compile(&name, &bytes) {
-            Ok(pre) => {
+            Ok(compiled) => {
                 plugins.insert(
                     name.clone(),
                     Arc::new(LoadedPlugin {
                         name: name.into(),
                         file,
                         hash,
-                        pre,
+                        compiled,
                     }),
                 );
             }
@@ -759,17 +927,26 @@ impl PluginHost {
 
     /// One call: a first attempt with the budget for the input's size and,
     /// if that hit a limit, one retry with the larger retry budget.
-    fn run(&self, plugin: &LoadedPlugin, input: &[u8]) -> Result<PluginOutput, PluginError> {
+    fn run(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        input: &[u8],
+    ) -> (Result<PluginOutput, PluginError>, CallCost) {
         let limits = &self.ctx.limits;
         let first = limits.budget(input.len());
         let (result, usage) = self.attempt(plugin, input, first);
+        let mut cost = CallCost {
+            fuel: usage.fuel,
+            memory_peak: usage.memory_peak,
+            attempts: 1,
+        };
         let failure = match result {
-            Ok(output) => return Ok(output),
+            Ok(output) => return (Ok(output), cost),
             Err(failure) => failure,
         };
         let retry = limits.retry_budget(input.len());
         if !failure.limit_hit || retry == first {
-            return Err(failure.error);
+            return (Err(failure.error), cost);
         }
         tracing::warn!(
             plugin = %plugin.name,
@@ -784,7 +961,10 @@ impl PluginHost {
         if let Err(failure) = &result {
             tracing::debug!(plugin = %plugin.name, ?usage, budget = ?retry, error = %failure.error, "plugin retry failed too");
         }
-        result.map_err(|failure| failure.error)
+        cost.fuel = cost.fuel.saturating_add(usage.fuel);
+        cost.memory_peak = cost.memory_peak.max(usage.memory_peak);
+        cost.attempts = 2;
+        (result.map_err(|failure| failure.error), cost)
     }
 
     /// One attempt in a fresh store and instance under `budget`.
@@ -806,24 +986,23 @@ impl PluginHost {
 
     fn attempt(
         &self,
-        plugin: &LoadedPlugin,
+        plugin: &Arc<LoadedPlugin>,
         input: &[u8],
         budget: Budget,
     ) -> (Result<PluginOutput, Failure>, Usage) {
+        let pre = match &plugin.compiled {
+            Compiled::Core(pre) => pre,
+            Compiled::Component(c) => {
+                return super::component::attempt(&self.ctx, plugin, c, input, budget)
+            }
+        };
         let _running = self.ctx.running();
         let mut store = Store::new(
             &self.ctx.engine,
-            CallState {
-                plugin: plugin.name.clone(),
-                logs: 0,
-                memory_cap: budget.memory,
-                memory_peak: 0,
-                memory_denied: false,
-                clock: CallClock::new(budget.cpu),
-            },
+            CallState::new(plugin.name.clone(), budget, CORE_SHAPE),
         );
         store.limiter(|state| state);
-        let result = self.execute(&mut store, plugin, input, budget);
+        let result = self.execute(&mut store, &plugin.name, pre, input, budget);
         let state = store.data();
         let usage = Usage {
             fuel: budget.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
@@ -844,21 +1023,21 @@ impl PluginHost {
     fn execute(
         &self,
         store: &mut Store<CallState>,
-        plugin: &LoadedPlugin,
+        name: &str,
+        pre: &InstancePre<CallState>,
         input: &[u8],
         budget: Budget,
     ) -> Result<PluginOutput, PluginError> {
-        let name = &*plugin.name;
         let trap = |reason: String| PluginError::Trap {
             plugin: name.to_string(),
             reason,
         };
         arm_budget(store, budget).map_err(|e| trap(format!("cannot set the budget: {e}")))?;
         let classify = |store: &Store<CallState>, err: wasmtime::Error| {
-            self.classify(name, err, budget, store.data().clock.fired)
+            self.ctx
+                .classify_error(name, err, budget, store.data().clock.fired)
         };
-        let instance = plugin
-            .pre
+        let instance = pre
             .instantiate(&mut *store)
             .map_err(|e| classify(store, e))?;
         let memory = instance
@@ -896,38 +1075,10 @@ impl PluginHost {
         let out = read_output(name, memory.data(&*store), packed, max_output)?;
         parse_output(name, out)
     }
-
-    fn classify(
-        &self,
-        plugin: &str,
-        err: wasmtime::Error,
-        budget: Budget,
-        fired: Option<(&'static str, Duration)>,
-    ) -> PluginError {
-        match err.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
-                plugin: plugin.to_string(),
-                fuel: budget.fuel,
-            },
-            Some(Trap::Interrupt) => {
-                let (clock, limit) = fired.unwrap_or(("cpu", budget.cpu.unwrap_or_default()));
-                tracing::debug!(plugin, clock, ?limit, "plugin interrupted");
-                PluginError::Timeout {
-                    plugin: plugin.to_string(),
-                    millis: limit.as_millis() as u64,
-                }
-            }
-            _ => PluginError::Trap {
-                plugin: plugin.to_string(),
-                // `{:#}` keeps the wasm backtrace context (function names).
-                reason: format!("{err:#}"),
-            },
-        }
-    }
 }
 
-/// Give a fresh store its fuel and its time limits.
-fn arm_budget(store: &mut Store<CallState>, budget: Budget) -> wasmtime::Result<()> {
+/// Give a store its fuel and its time limits for one call.
+pub(crate) fn arm_budget(store: &mut Store<CallState>, budget: Budget) -> wasmtime::Result<()> {
     store.set_fuel(budget.fuel)?;
     if budget.cpu.is_some() {
         // Check the clocks on every tick; the callback runs on the calling thread.
@@ -1002,19 +1153,26 @@ fn parse_output(plugin: &str, out: &[u8]) -> Result<PluginOutput, PluginError> {
 
 impl PluginCaller for PluginHost {
     fn call(&self, name: &str, input: &[u8]) -> Result<PluginOutput, PluginError> {
-        let plugin = self
-            .plugins
-            .get(name)
-            .ok_or_else(|| PluginError::NotFound(name.to_string()))?;
+        self.call_measured(name, input).0
+    }
+
+    fn call_measured(
+        &self,
+        name: &str,
+        input: &[u8],
+    ) -> (Result<PluginOutput, PluginError>, Option<CallCost>) {
+        let Some(plugin) = self.plugins.get(name) else {
+            return (Err(PluginError::NotFound(name.to_string())), None);
+        };
         let t0 = Instant::now();
-        let result = self.run(plugin, input);
+        let (result, cost) = self.run(plugin, input);
         crate::sink::status::timings()
             .plugin_call_seconds
             .observe(t0.elapsed().as_secs_f64());
         if let Err(err) = &result {
             tracing::debug!(plugin = name, error = %err, "plugin call failed");
         }
-        result
+        (result, Some(cost))
     }
 
     fn has(&self, name: &str) -> bool {

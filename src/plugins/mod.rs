@@ -4,6 +4,7 @@
 //! and [`reload`] adds hot reloading on top.
 
 pub mod api;
+pub mod component;
 pub mod host;
 pub mod reload;
 

@@ -1,7 +1,7 @@
 //! Hot reload: a cloneable handle whose plugin set can be swapped atomically
 //! while calls are in flight, and a watcher thread that triggers reloads.
 
-use super::api::{PluginCaller, PluginError, PluginOutput};
+use super::api::{CallCost, PluginCaller, PluginError, PluginOutput};
 use super::host::{load_files, scan_dir, EngineCtx, PluginHost, PluginLimits, PluginLoadError};
 use anyhow::Result;
 use arc_swap::ArcSwap;
@@ -156,6 +156,14 @@ impl PluginCaller for PluginsHandle {
 
     fn has(&self, name: &str) -> bool {
         self.inner.current.load().has(name)
+    }
+
+    fn call_measured(
+        &self,
+        name: &str,
+        input: &[u8],
+    ) -> (Result<PluginOutput, PluginError>, Option<CallCost>) {
+        self.inner.current.load().call_measured(name, input)
     }
 }
 

@@ -7,6 +7,7 @@
 
 use super::expr::{slot, Ctx, Env, Expr};
 use super::redact;
+use super::trace::Seen;
 use super::{ApplyError, EntryInput, LabelSource, PluginStep, Routed, RuleSet, TableStep};
 use crate::plugins::api::{PluginCaller, PluginError, PluginOutput};
 use crate::row::{Columns, Row};
@@ -44,7 +45,11 @@ impl State {
         }
     }
 
-    fn finish(self, rows: Vec<Row>, dropped: bool) -> Routed {
+    fn finish(self, rows: Vec<Row>, dropped: bool, seen: Option<&mut Seen>) -> Routed {
+        if let Some(seen) = seen {
+            seen.doc = self.doc;
+            seen.vars = self.vars;
+        }
         Routed {
             rows,
             labels: self.labels,
@@ -70,11 +75,22 @@ impl RuleSet {
         input: EntryInput<'_>,
         plugins: &dyn PluginCaller,
     ) -> Result<Routed, ApplyError> {
+        self.apply_observed(input, plugins, None)
+    }
+
+    /// [`RuleSet::apply`], leaving the entry's final document and variables in
+    /// `seen` (for `try`; the router passes `None`, which costs nothing).
+    pub(super) fn apply_observed(
+        &self,
+        input: EntryInput<'_>,
+        plugins: &dyn PluginCaller,
+        seen: Option<&mut Seen>,
+    ) -> Result<Routed, ApplyError> {
         let project = input.project;
         let mut st = self.start(input);
         let mut plugin_rows = Vec::new();
         if self.run_plugins(&mut st, project, plugins, &mut plugin_rows)? {
-            return Ok(st.finish(Vec::new(), true));
+            return Ok(st.finish(Vec::new(), true, seen));
         }
         st.vars[slot::REDACTIONS] = Value::from(st.redactions);
         self.derive(&mut st);
@@ -82,14 +98,14 @@ impl RuleSet {
         st.vars[slot::LABELS] = Value::Array(st.labels.iter().cloned().map(Value::from).collect());
         let ctx = st.ctx(&self.env);
         if self.program.drop.iter().any(|d| d.truthy(&ctx)) {
-            return Ok(st.finish(Vec::new(), true));
+            return Ok(st.finish(Vec::new(), true, seen));
         }
         let mut rows = Vec::new();
         for t in &self.program.tables {
             t.rows(&ctx, &mut rows);
         }
         rows.extend(plugin_rows);
-        Ok(st.finish(rows, false))
+        Ok(st.finish(rows, false, seen))
     }
 
     /// Redaction (first: nothing below sees a secret) and the builtin variables.

@@ -114,6 +114,11 @@ impl Slots {
         self.names.len()
     }
 
+    /// The variable name of slot `i`.
+    pub fn name(&self, i: usize) -> Option<&str> {
+        self.names.get(i).map(String::as_str)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }

@@ -16,6 +16,7 @@ pub mod pricing;
 pub mod redact;
 pub mod reload;
 mod spec;
+pub mod trace;
 
 use crate::plugins::api::PluginError;
 use crate::row::Row;
