@@ -249,6 +249,39 @@ impl Default for ApiSection {
     }
 }
 
+/// Budget alerts (see `api::alerts`): burn-rate thresholds checked on a timer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Where crossings are POSTed as JSON (none: logged and shown only).
+    pub webhook: Option<String>,
+    pub check_interval_s: u64,
+    /// The burn rate is the cost of this many last minutes, per hour.
+    pub window_minutes: u32,
+    pub thresholds: Vec<AlertThreshold>,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            webhook: None,
+            check_interval_s: 60,
+            window_minutes: 60,
+            thresholds: Vec::new(),
+        }
+    }
+}
+
+/// One threshold: a project, a user, both (or neither: everything).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertThreshold {
+    pub project: Option<String>,
+    pub user: Option<String>,
+    /// USD per hour over the window.
+    pub cost_per_hour: f64,
+}
+
 /// The whole configuration, as read from a YAML file (every key optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -267,6 +300,7 @@ pub struct Config {
     pub batch: BatchSection,
     pub plugins: PluginSection,
     pub api: ApiSection,
+    pub alerts: AlertsSection,
 }
 
 impl Default for Config {
@@ -284,6 +318,7 @@ impl Default for Config {
             batch: BatchSection::default(),
             plugins: PluginSection::default(),
             api: ApiSection::default(),
+            alerts: AlertsSection::default(),
         }
     }
 }
@@ -336,6 +371,17 @@ impl Config {
 
     /// Sanity checks with messages that say what to change.
     pub fn validate(&self) -> Result<()> {
+        if self.alerts.window_minutes == 0
+            || self
+                .alerts
+                .thresholds
+                .iter()
+                .any(|t| t.cost_per_hour.is_nan() || t.cost_per_hour <= 0.0)
+        {
+            bail!(
+                "alerts.window_minutes and every alerts.thresholds[].cost_per_hour must be above 0"
+            );
+        }
         if self.batch.max_rows == 0 {
             bail!("batch.max_rows must be at least 1");
         }

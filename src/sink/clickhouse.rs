@@ -49,6 +49,11 @@ pub const BUILTIN_SCHEMA: &[(&str, &str)] = &[
         "090_identity_columns.sql",
         include_str!("../../schema/090_identity_columns.sql"),
     ),
+    // Session replay (thinking blocks) and full-text search indexes.
+    (
+        "101_replay_search.sql",
+        include_str!("../../schema/101_replay_search.sql"),
+    ),
 ];
 
 /// One DDL statement and where it came from (for error messages).
