@@ -494,3 +494,75 @@ async fn budget_alert_reaches_the_webhook_once_per_crossing() {
     let (_, none) = get(&base, &format!("/api/alerts?project={ALPHA}"), None).await;
     assert_eq!(none["alerts"], json!([]));
 }
+
+/// `../shared/real-logs/projects` (from the main checkout or a worktree), if present.
+fn real_logs() -> Option<std::path::PathBuf> {
+    let env = std::env::var_os("REAL_LOGS").map(std::path::PathBuf::from);
+    let near = [
+        "../shared/real-logs/projects",
+        "../../shared/real-logs/projects",
+    ]
+    .map(|p| repo().join(p));
+    env.into_iter().chain(near).find(|p| p.is_dir())
+}
+
+/// Every new endpoint answers on real logs; every session replays with all
+/// its lines; a word of a session's first prompt finds that session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_logs_replay_search_and_insights() {
+    let Some(root) = real_logs() else {
+        eprintln!("SKIPPED: no ../shared/real-logs (set REAL_LOGS)");
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let (cfg, ch) = config("reallogs", &root, state.path());
+    run(&cfg, RunOptions::once()).await.unwrap();
+    let base = testing::serve_api(ch.clone()).await.unwrap();
+    for ep in [
+        "tool-times",
+        "redundancy",
+        "context",
+        "tool-costs",
+        "exposure",
+        "now",
+    ] {
+        let (c, v) = get(&base, &format!("/api/insights/{ep}?limit=1000"), None).await;
+        assert_eq!(c, 200, "{ep}: {v}");
+    }
+    let sql = "SELECT session_id, count() AS n,
+                      argMinIf(content, timestamp, message_kind = 'prompt' AND length(content) > 20) AS prompt
+               FROM claude_messages FINAL GROUP BY session_id ORDER BY session_id";
+    let sessions = ch.query_json(sql, &[]).await.unwrap();
+    assert!(sessions.len() > 10, "{} sessions", sessions.len());
+    let mut found = 0;
+    for s in &sessions {
+        let id = s["session_id"].as_str().unwrap();
+        let (c, r) = get(&base, &format!("/api/claude-session/{id}"), None).await;
+        assert_eq!(c, 200, "{id}: {r}");
+        let want = s["n"].as_u64().unwrap().min(1000);
+        assert_eq!(r["messages"].as_array().unwrap().len() as u64, want, "{id}");
+        // the longest word of the first prompt finds this session
+        let prompt = s["prompt"].as_str().unwrap_or_default();
+        let Some(word) = prompt
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .max_by_key(|w| w.len())
+            .filter(|w| w.len() >= 6)
+        else {
+            continue;
+        };
+        let (c, hits) = get(&base, &format!("/api/search?q={word}&limit=1000"), None).await;
+        assert_eq!(c, 200, "{word}: {hits}");
+        let ids: Vec<&str> = hits["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["session_id"].as_str())
+            .collect();
+        assert!(
+            ids.contains(&id) || ids.len() == 1000,
+            "`{word}` does not find {id}"
+        );
+        found += 1;
+    }
+    assert!(found > 5, "only {found} sessions had a searchable prompt");
+}

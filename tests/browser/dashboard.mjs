@@ -79,6 +79,12 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("#sessions tbody tr").length === 2, null, { timeout: 10000 });
   await page.selectOption("#project", "");
   await page.waitForFunction((n) => document.querySelectorAll("#sessions tbody tr").length === n, expected.session_count, { timeout: 10000 });
+  // the insight panels load too (figures are checked exactly by tests/insights_e2e.rs)
+  await page.waitForSelector("body[data-insights='1']", { timeout: 20000 });
+  const times = await page.$$eval("#tooltimes tbody tr", (t) => t.length);
+  if (times < 1) fail("tool execution times panel is empty");
+  const exposed = await page.textContent("#expfiles");
+  if (!exposed.includes("sensitive")) fail("data exposure panel flags no sensitive file");
   await page.screenshot({ path: shot, fullPage: true });
   await replayAndSearch(page);
   console.log(`dashboard OK: ${messages} messages, ${sessions} sessions, ${bars} day bars, screenshot ${shot}`);
