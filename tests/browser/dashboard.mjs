@@ -30,13 +30,14 @@ async function replayAndSearch(page) {
   const sid = "0b7e5c1a-1111-4a1a-9a1a-000000000001";
   await page.click(`#sessions a[href="#/session/${sid}"]`);
   await page.waitForSelector("body[data-view='replay'] #replay .msg", { timeout: 10000 });
+  if (await page.isVisible("#kpis")) fail("the dashboard panels stay visible under the replay");
   const lines = await page.$$eval("#replay .msg", (t) => t.length);
   if (lines !== 35) fail(`replay shows ${lines} lines, expected 35`);
   const thinking = await page.$$eval("#replay details:not([open]) > summary", (t) => t.filter((x) => x.textContent === "thinking").length);
   if (thinking < 1) fail("replay shows no collapsed thinking block");
   const calls = await page.$$eval("#replay .call", (t) => t.length);
   if (calls !== 16) fail(`replay shows ${calls} tool calls, expected 16`);
-  await page.screenshot({ path: shot.replace(/dashboard\.png$/, "replay.png"), fullPage: false });
+  await page.screenshot({ path: shot.replace(/dashboard\.png$/, "replay.png"), fullPage: true });
   await page.fill("#q", "input validation");
   await page.press("#q", "Enter");
   await page.waitForSelector("body[data-view='search'] .hit", { timeout: 10000 });
@@ -44,7 +45,7 @@ async function replayAndSearch(page) {
   if (!marks.includes("validation")) fail(`search hits mark ${marks.join(",")}`);
   const links = await page.$$eval(".hit a", (t) => t.map((x) => x.getAttribute("href")));
   if (!links.some((l) => l.startsWith(`#/session/${sid}/`))) fail(`no hit links to ${sid}: ${links.join(" ")}`);
-  await page.screenshot({ path: shot.replace(/dashboard\.png$/, "search.png"), fullPage: false });
+  await page.screenshot({ path: shot.replace(/dashboard\.png$/, "search.png"), fullPage: true });
   await page.click(`.hit a[href^="#/session/${sid}/"]`);
   await page.waitForSelector("#replay .msg.target", { timeout: 10000 });
   await page.goto(url + "#/", { waitUntil: "domcontentloaded" });
