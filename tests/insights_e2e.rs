@@ -566,3 +566,49 @@ async fn real_logs_replay_search_and_insights() {
     }
     assert!(found > 5, "only {found} sessions had a searchable prompt");
 }
+
+/// On the example corpus the panels agree with examples/EXPECTED.json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_corpus_insights_agree_with_expected() {
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/EXPECTED.json")).unwrap(),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (cfg, ch) = config(
+        "insex",
+        &repo().join("examples/claude-projects"),
+        state.path(),
+    );
+    run(&cfg, RunOptions::once()).await.unwrap();
+    let base = testing::serve_api(ch).await.unwrap();
+    let sum = |v: &Value, k: &str| -> u64 {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[k].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let (_, t) = get(&base, "/api/insights/tool-times?limit=1000", None).await;
+    assert_eq!(
+        sum(&t["tools"], "calls"),
+        exp["tool_uses"].as_u64().unwrap(),
+        "{t}"
+    );
+    assert_eq!(
+        sum(&t["failures"], "occurrences"),
+        exp["tool_errors"].as_u64().unwrap()
+    );
+    let (_, c) = get(&base, "/api/insights/context?limit=1000", None).await;
+    assert_eq!(c["totals"]["requests"], exp["usage_entries"], "{c}");
+    assert_eq!(
+        sum(&c["sessions"], "requests"),
+        exp["usage_entries"].as_u64().unwrap(),
+        "{c}"
+    );
+    assert_eq!(
+        c["sessions"].as_array().unwrap().len() as u64,
+        exp["session_count"].as_u64().unwrap(),
+        "{c}"
+    );
+}
