@@ -146,26 +146,26 @@ pub(super) async fn tool_costs(State(s): State<ApiState>, req: Req) -> ApiResult
 }
 
 /// Bytes of tool results sent to the model per file and per directory
-/// (file tools), and per command (Bash); sensitive files flagged.
-fn exposure_sql() -> [String; 3] {
-    let per_file = format!(
-        "SELECT a.file_path AS file_path, a.directory AS directory, a.is_sensitive AS sensitive,
-                t.result_size AS bytes, t.session_id AS session_id
-         FROM (SELECT session_id, tool_use_id, file_path, directory, is_sensitive FROM claude_file_access
-               WHERE access_type IN ('read', 'search', 'list') AND {TS_RANGE} AND {SCOPE}) AS a
-         INNER JOIN (SELECT session_id, tool_use_id, result_size FROM ({})) AS t USING (session_id, tool_use_id)",
-        calls()
+/// (file tools; one pass, grouping sets: level 1 = file, 2 = directory), and
+/// per command (Bash); sensitive files flagged. Only the result halves of the
+/// file tools' calls are read (through the key), not every folded call.
+fn exposure_sql() -> [String; 2] {
+    let accesses = format!(
+        "SELECT session_id, tool_use_id, file_path, directory, is_sensitive FROM claude_file_access
+         WHERE access_type IN ('read', 'search', 'list') AND {TS_RANGE} AND {SCOPE}"
     );
     [
         format!(
-            "SELECT file_path, max(sensitive) AS sensitive, count() AS reads, sum(bytes) AS bytes,
-                    uniqExact(session_id) AS sessions
-             FROM ({per_file}) GROUP BY file_path ORDER BY bytes DESC, file_path LIMIT {{lim:UInt32}}"
-        ),
-        format!(
-            "SELECT directory, countIf(sensitive) AS sensitive_reads, count() AS reads, sum(bytes) AS bytes,
-                    uniqExact(file_path) AS files
-             FROM ({per_file}) GROUP BY directory ORDER BY bytes DESC, directory LIMIT {{lim:UInt32}}"
+            "SELECT grouping(file_path, directory) AS level, file_path, directory,
+                    max(is_sensitive) AS sensitive, countIf(is_sensitive) AS sensitive_reads, count() AS reads,
+                    sum(bytes) AS bytes, uniqExact(session_id) AS sessions, uniqExact(file_path) AS files
+             FROM ({accesses}) AS a
+             INNER JOIN (SELECT session_id, tool_use_id, max(result_size) AS bytes FROM claude_tool_usage
+                         WHERE has_result = 1 AND (session_id, tool_use_id) IN
+                               (SELECT session_id, tool_use_id FROM ({accesses}))
+                         GROUP BY session_id, tool_use_id) AS r USING (session_id, tool_use_id)
+             GROUP BY GROUPING SETS ((file_path), (directory))
+             ORDER BY level, bytes DESC, file_path, directory LIMIT {{lim:UInt32}} BY level"
         ),
         format!(
             "SELECT command, count() AS runs, sum(result_size) AS bytes FROM ({})
@@ -175,16 +175,36 @@ fn exposure_sql() -> [String; 3] {
     ]
 }
 
+/// The columns `keys` of the rows at grouping `level`.
+fn level_rows(all: &super::Rows, level: u64, keys: &[&str]) -> Vec<Value> {
+    all.iter()
+        .filter(|r| r.get("level").and_then(Value::as_u64) == Some(level))
+        .map(|r| {
+            keys.iter()
+                .map(|k| (k.to_string(), r.get(*k).cloned().unwrap_or(Value::Null)))
+                .collect::<serde_json::Map<String, Value>>()
+                .into()
+        })
+        .collect()
+}
+
 pub(super) async fn exposure(State(s): State<ApiState>, req: Req) -> ApiResult {
     let f = filters(&req, RANGE, 20)?;
-    let [files, dirs, cmds] = exposure_sql();
-    let (files, dirs, cmds) = tokio::join!(
-        rows(&s, &files, &f),
-        rows(&s, &dirs, &f),
-        rows(&s, &cmds, &f)
+    let [both, cmds] = exposure_sql();
+    let (both, cmds) = tokio::join!(rows(&s, &both, &f), rows(&s, &cmds, &f));
+    let both = both?;
+    let files = level_rows(
+        &both,
+        1,
+        &["file_path", "sensitive", "reads", "bytes", "sessions"],
+    );
+    let dirs = level_rows(
+        &both,
+        2,
+        &["directory", "sensitive_reads", "reads", "bytes", "files"],
     );
     Ok(Json(
-        json!({"filters": echo(&f), "files": files?, "directories": dirs?, "commands": cmds?}),
+        json!({"filters": echo(&f), "files": files, "directories": dirs, "commands": cmds?}),
     ))
 }
 
