@@ -89,17 +89,15 @@ pub(super) async fn session(
 ) -> ApiResult {
     let id = valid_session_id(&id)?.to_string();
     let off = offset(&req)?;
+    // `offset` is this endpoint's own; the rest are the standard filters.
     let mut q = req.q.clone();
     q.remove("offset");
-    let f = filters(
-        &Req {
-            q,
-            scope: req.scope.clone(),
-        },
+    let scope = req.scope.clone();
+    let mut f = filters(
+        &Req { q, scope },
         &["project", "user", "host", "limit"],
         PAGE,
     )?;
-    let mut f = f;
     f.session = id;
     let [head, msgs, tools, reqs, thinking] = queries();
     let page = Some(("off", Value::from(off)));
