@@ -517,12 +517,13 @@ mod tests {
     #[test]
     fn splits_builtin_schema() {
         let st = schema_statements(&[]).unwrap();
-        // 8 tables and a view, plus the ALTERs that upgrade older databases in place
+        // 9 tables (8 + claude_thinking) and a view, plus the ALTERs that upgrade
+        // older databases in place and add the search and session indexes
         let creates = st
             .iter()
             .filter(|s| s.sql.starts_with("CREATE TABLE"))
             .count();
-        assert_eq!(creates, 8);
+        assert_eq!(creates, 9);
         assert!(st.iter().any(|s| s.sql.contains("MATERIALIZED VIEW")));
         assert!(st.iter().all(|s| s.sql.contains("IF NOT EXISTS")));
         assert!(st.iter().any(|s| s.sql.starts_with("ALTER TABLE")));
