@@ -381,6 +381,18 @@ fn main() {
     let base = rt.block_on(testing::serve_api(ch.clone())).unwrap();
     let http = reqwest::Client::new();
     let [filtered_sessions, filtered_tools] = shape.filtered_endpoints();
+    // One session in the middle of the store, for the replay.
+    let sid_sql =
+        "SELECT session_id FROM claude_sessions ORDER BY project, session_id LIMIT 1 OFFSET 777";
+    let sid = rt.block_on(ch.query_json(sid_sql, &[])).unwrap()[0]["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let replay = format!("/api/claude-session/{sid}");
+    let search = match shape {
+        Shape::Synthetic => "/api/search?q=mod_42%20green&limit=50",
+        Shape::Examples => "/api/search?q=input%20validation&limit=50",
+    };
     let endpoints = [
         "/api/overview",
         "/api/claude-sessions?limit=100",
@@ -391,6 +403,14 @@ fn main() {
         "/api/security-events?limit=25",
         filtered_sessions,
         filtered_tools,
+        replay.as_str(),
+        search,
+        "/api/insights/tool-times",
+        "/api/insights/redundancy",
+        "/api/insights/context",
+        "/api/insights/tool-costs",
+        "/api/insights/exposure",
+        "/api/insights/now",
         "/healthz",
     ];
     println!(

@@ -45,7 +45,11 @@ CREATE TABLE IF NOT EXISTS claude_messages
     -- Who wrote the row (identity.host / identity.user), stamped by the sink;
     -- part of the key so machines sharing a store never collide.
     host                        LowCardinality(String),
-    user_name                   LowCardinality(String)
+    user_name                   LowCardinality(String),
+    -- Full-text search (the API's `hasAllTokens(lower(content), …)`) and the
+    -- replay's per-session lookup (the key does not start with session_id).
+    INDEX content_text lower(content) TYPE text(tokenizer = splitByNonAlpha),
+    INDEX session_bf session_id TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(timestamp)

@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS claude_tool_usage
     -- Who wrote the row (identity.host / identity.user), stamped by the sink;
     -- part of the key so machines sharing a store never collide.
     host                        LowCardinality(String),
-    user_name                   LowCardinality(String)
+    user_name                   LowCardinality(String),
+    -- Full-text search over a tool call's input.
+    INDEX parameters_text lower(parameters) TYPE text(tokenizer = splitByNonAlpha)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (session_id, tool_use_id, host, user_name)

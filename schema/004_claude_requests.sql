@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS claude_requests
     -- Who wrote the row (identity.host / identity.user), stamped by the sink;
     -- part of the key so machines sharing a store never collide.
     host                        LowCardinality(String),
-    user_name                   LowCardinality(String)
+    user_name                   LowCardinality(String),
+    -- The replay reads one session's requests (the key does not start with it).
+    INDEX session_bf session_id TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(snapshot_rank)
 ORDER BY (project, message_id, request_id, host, user_name)

@@ -335,6 +335,39 @@ pub struct PrivacySection {
     pub key_file: Option<PathBuf>,
 }
 
+/// Budget alerts (see `api::alerts`): burn-rate thresholds checked on a timer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Where crossings are POSTed as JSON (none: logged and shown only).
+    pub webhook: Option<String>,
+    pub check_interval_s: u64,
+    /// The burn rate is the cost of this many last minutes, per hour.
+    pub window_minutes: u32,
+    pub thresholds: Vec<AlertThreshold>,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            webhook: None,
+            check_interval_s: 60,
+            window_minutes: 60,
+            thresholds: Vec::new(),
+        }
+    }
+}
+
+/// One threshold: a project, a user, both (or neither: everything).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertThreshold {
+    pub project: Option<String>,
+    pub user: Option<String>,
+    /// USD per hour over the window.
+    pub cost_per_hour: f64,
+}
+
 /// The whole configuration, as read from a YAML file (every key optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -358,6 +391,7 @@ pub struct Config {
     /// deleted by ClickHouse; a table not listed keeps its rows forever.
     pub retention: std::collections::BTreeMap<String, String>,
     pub privacy: PrivacySection,
+    pub alerts: AlertsSection,
 }
 
 impl Default for Config {
@@ -378,6 +412,7 @@ impl Default for Config {
             identity: IdentitySection::default(),
             retention: Default::default(),
             privacy: PrivacySection::default(),
+            alerts: AlertsSection::default(),
         }
     }
 }
@@ -430,6 +465,17 @@ impl Config {
 
     /// Sanity checks with messages that say what to change.
     pub fn validate(&self) -> Result<()> {
+        if self.alerts.window_minutes == 0
+            || self
+                .alerts
+                .thresholds
+                .iter()
+                .any(|t| t.cost_per_hour.is_nan() || t.cost_per_hour <= 0.0)
+        {
+            bail!(
+                "alerts.window_minutes and every alerts.thresholds[].cost_per_hour must be above 0"
+            );
+        }
         if self.batch.max_rows == 0 {
             bail!("batch.max_rows must be at least 1");
         }

@@ -365,7 +365,17 @@ pub async fn serve(cfg: Config, listen: &str) -> Result<()> {
     let status = Arc::new(IngestStatus::new(cfg.batch.queue_capacity));
     conn.report_to(&status);
     let state = api::ApiState::from_config(conn.reader.clone(), status, &cfg.api, listen)?;
-    api::serve(listen, state, shutdown_signal()).await
+    let stop = Arc::new(AtomicBool::new(false));
+    let checker = api::alerts::spawn_checker(
+        conn.reader.clone(),
+        cfg.alerts.clone(),
+        state.alerts.clone(),
+        stop.clone(),
+    );
+    let r = api::serve(listen, state, shutdown_signal()).await;
+    stop.store(true, Relaxed);
+    drop(checker);
+    r
 }
 
 async fn shutdown_signal() {
@@ -517,6 +527,13 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
         Some(addr) => {
             let state =
                 api::ApiState::from_config(conn.reader.clone(), status.clone(), &cfg.api, addr)?;
+            // The checker stops with the pipeline (same flag).
+            let _ = api::alerts::spawn_checker(
+                conn.reader.clone(),
+                cfg.alerts.clone(),
+                state.alerts.clone(),
+                shutdown.clone(),
+            );
             let flag = shutdown.clone();
             let addr = addr.clone();
             Some(tokio::spawn(async move {

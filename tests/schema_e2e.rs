@@ -98,10 +98,24 @@ async fn shape(ch: &ChClient) -> BTreeMap<String, (BTreeMap<String, String>, Str
         )
         .await
         .unwrap();
+    let indexes = ch
+        .query_json(
+            "SELECT table, groupArray(name || ' ' || type_full || ' ' || expr) AS i FROM \
+             (SELECT * FROM system.data_skipping_indices WHERE database = {db:String} ORDER BY name) GROUP BY table",
+            &[("db", json!(ch.database()))],
+        )
+        .await
+        .unwrap();
     let mut out = BTreeMap::new();
     for t in tables {
         let name = t["name"].as_str().unwrap().to_string();
-        let key = format!("{} {}", t["sorting_key"], t["as_select"]).replace(ch.database(), "DB");
+        let idx = indexes
+            .iter()
+            .find(|r| r["table"] == name.as_str())
+            .map(|r| r["i"].to_string())
+            .unwrap_or_default();
+        let key =
+            format!("{} {} {idx}", t["sorting_key"], t["as_select"]).replace(ch.database(), "DB");
         let mut c = BTreeMap::new();
         for r in cols.iter().filter(|r| r["table"] == name.as_str()) {
             c.insert(
@@ -165,8 +179,8 @@ async fn upgrade_to_fresh_shape(prefix: &str, unkeyed_identity: bool) {
     assert!(out.steps_run >= 9, "{out:?}");
     assert_eq!(
         out.created,
-        vec!["claude_daily_activity_mv".to_string()],
-        "the view is redefined"
+        ["claude_daily_activity_mv", "claude_thinking"].map(String::from),
+        "a new table is created, the view redefined"
     );
 
     let fresh = client(&format!("{prefix}_fresh"));
@@ -400,6 +414,6 @@ async fn cluster_and_grants_scripts_parse_and_the_server_script_builds_a_version
         (Some(latest()), 0, 0)
     );
     let tables: BTreeSet<String> = ch.table_names().await.unwrap().into_iter().collect();
-    assert_eq!(tables.len(), 10, "{tables:?}");
+    assert_eq!(tables.len(), 11, "{tables:?}");
     ch.drop_database().await.unwrap();
 }

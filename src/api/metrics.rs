@@ -65,7 +65,19 @@ pub fn endpoint_label(path: &str) -> &'static str {
         "/api/claude-context-trends",
         "/api/claude-cost-analysis",
         "/api/security-events",
+        "/api/search",
+        "/api/insights/tool-times",
+        "/api/insights/redundancy",
+        "/api/insights/context",
+        "/api/insights/tool-costs",
+        "/api/insights/exposure",
+        "/api/insights/now",
+        "/api/alerts",
     ];
+    // One label for every session's replay (ids must not become labels).
+    if path.starts_with("/api/claude-session/") {
+        return "/api/claude-session/{id}";
+    }
     KNOWN
         .iter()
         .find(|k| **k == path)

@@ -11,10 +11,14 @@
 //! scoped token's scope is added to every query's filters. `/metrics` serves
 //! the engine's counters to Prometheus (`metrics`).
 
+pub mod alerts;
 pub mod auth;
 pub mod guard;
+mod insights;
 pub mod metrics;
 pub mod params;
+mod replay;
+mod search;
 mod usage;
 pub use usage::{REQUESTS, SESSION_SUMMARIES};
 
@@ -47,6 +51,8 @@ pub struct ApiState {
     /// Bearer tokens; none = open (loopback, or `--insecure-no-auth`).
     tokens: Arc<Tokens>,
     metrics: Arc<metrics::ApiMetrics>,
+    /// Budget-alert crossings (filled by `alerts::spawn_checker`).
+    pub alerts: Arc<alerts::AlertLog>,
 }
 
 impl ApiState {
@@ -63,12 +69,19 @@ impl ApiState {
             queries: Arc::new(tokio::sync::Semaphore::new(max_queries.max(1))),
             tokens: Arc::new(Tokens::default()),
             metrics: Arc::new(metrics::ApiMetrics::default()),
+            alerts: Arc::new(alerts::AlertLog::default()),
         }
     }
 
     /// Require one of `tokens` on every request (see [`auth`]).
     pub fn with_tokens(mut self, tokens: Tokens) -> ApiState {
         self.tokens = Arc::new(tokens);
+        self
+    }
+
+    /// Show the budget alerts `log` collects (see [`alerts::spawn_checker`]).
+    pub fn with_alerts(mut self, log: Arc<alerts::AlertLog>) -> ApiState {
+        self.alerts = log;
         self
     }
 
@@ -113,6 +126,8 @@ impl ApiState {
 /// Errors become JSON with a status that says whose fault it is.
 pub enum ApiError {
     BadRequest(String),
+    /// The thing asked for (one session) does not exist in the caller's scope.
+    NotFound(String),
     /// The token may not read what was asked (another scope).
     Forbidden(String),
     Upstream(anyhow::Error),
@@ -123,6 +138,7 @@ impl IntoResponse for ApiError {
         let (code, msg) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Upstream(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "API query failed");
                 (
@@ -153,6 +169,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/claude-context-trends", get(usage::context_trends))
         .route("/api/claude-cost-analysis", get(usage::cost_analysis))
         .route("/api/security-events", get(security_events))
+        .route("/api/claude-session/{id}", get(replay::session))
+        .route("/api/search", get(search::search))
+        .route("/api/insights/tool-times", get(insights::tool_times))
+        .route("/api/insights/redundancy", get(insights::redundancy))
+        .route("/api/insights/context", get(insights::context))
+        .route("/api/insights/tool-costs", get(insights::tool_costs))
+        .route("/api/insights/exposure", get(insights::exposure))
+        .route("/api/insights/now", get(insights::now))
+        .route("/api/alerts", get(alerts::list))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -324,12 +349,12 @@ async fn rows(s: &ApiState, sql: &str, f: &Filters) -> Result<Rows, ApiError> {
     rows_with(s, sql, f, None).await
 }
 
-/// Like [`rows`], with one more bound parameter.
-async fn rows_with(
+/// Like [`rows`], with more bound parameters.
+async fn rows_with<'a>(
     s: &ApiState,
     sql: &str,
     f: &Filters,
-    extra: Option<(&str, Value)>,
+    extra: impl IntoIterator<Item = (&'a str, Value)>,
 ) -> Result<Rows, ApiError> {
     let mut params = vec![
         ("from", Value::from(f.from.clone())),

@@ -44,6 +44,10 @@ pub const BUILTIN_SCHEMA: &[(&str, &str)] = &[
         "008_claude_daily_activity.sql",
         include_str!("../../schema/008_claude_daily_activity.sql"),
     ),
+    (
+        "009_claude_thinking.sql",
+        include_str!("../../schema/009_claude_thinking.sql"),
+    ),
 ];
 
 /// One DDL statement and where it came from (for error messages).
@@ -511,12 +515,12 @@ mod tests {
     #[test]
     fn splits_builtin_schema() {
         let st = schema_statements(&[]).unwrap();
-        // 8 tables and a view (upgrades of older databases are in migrations.rs)
+        // 9 tables and a view (upgrades of older databases are in migrations.rs)
         let creates: Vec<&Statement> = st
             .iter()
             .filter(|s| s.sql.starts_with("CREATE TABLE"))
             .collect();
-        assert_eq!(creates.len(), 8);
+        assert_eq!(creates.len(), 9);
         assert!(st.iter().any(|s| s.sql.contains("MATERIALIZED VIEW")));
         assert!(st.iter().all(|s| s.sql.contains("IF NOT EXISTS")));
         // every table carries the identity, at the end of its key

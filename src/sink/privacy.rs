@@ -44,6 +44,7 @@ pub const CONTENT_COLUMNS: &[(&str, &[&str])] = &[
     ),
     ("claude_summaries", &["summary"]),
     ("claude_dead_letters", &["raw_line", "raw_base64"]),
+    ("claude_thinking", &["thinking"]),
 ];
 
 const DEAD_LETTERS: &str = "claude_dead_letters";

@@ -24,6 +24,7 @@ pub const TIME_EXPRESSIONS: &[(&str, &str)] = &[
     ("claude_requests", "timestamp"),
     ("claude_sessions", "last_timestamp"),
     ("claude_summaries", "ingested_at"),
+    ("claude_thinking", "timestamp"),
     ("claude_dead_letters", "ingested_at"),
     ("claude_daily_activity", "date"),
 ];

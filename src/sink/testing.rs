@@ -114,6 +114,17 @@ pub async fn serve_api_with(
     status: std::sync::Arc<crate::sink::status::IngestStatus>,
     tokens: crate::api::auth::Tokens,
 ) -> std::io::Result<String> {
+    let log = std::sync::Arc::new(crate::api::alerts::AlertLog::default());
+    serve_api_alerts(client, status, tokens, log).await
+}
+
+/// Like [`serve_api_with`], showing the budget alerts of `alerts`.
+pub async fn serve_api_alerts(
+    client: ChClient,
+    status: std::sync::Arc<crate::sink::status::IngestStatus>,
+    tokens: crate::api::auth::Tokens,
+    alerts: std::sync::Arc<crate::api::alerts::AlertLog>,
+) -> std::io::Result<String> {
     let client = match embedded() {
         Some(e) => {
             let r = e.access().credentials(Role::Reader);
@@ -126,7 +137,8 @@ pub async fn serve_api_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let state = crate::api::ApiState::new(client, status, crate::api::guard::Guard::loopback(), 8)
-        .with_tokens(tokens);
+        .with_tokens(tokens)
+        .with_alerts(alerts);
     let app = crate::api::router(state);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(base)

@@ -23,6 +23,34 @@ page.on("pageerror", (e) => errors.push(e.message));
 page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
 page.on("requestfailed", (r) => errors.push("request failed: " + r.url()));
 
+// Clicking a session opens its replay (thinking collapsed, tool calls with
+// durations); a search finds a known phrase and links into the replay.
+// Screenshots next to the dashboard's: replay.png, search.png.
+async function replayAndSearch(page) {
+  const sid = "0b7e5c1a-1111-4a1a-9a1a-000000000001";
+  await page.click(`#sessions a[href="#/session/${sid}"]`);
+  await page.waitForSelector("body[data-view='replay'] #replay .msg", { timeout: 10000 });
+  if (await page.isVisible("#kpis")) fail("the dashboard panels stay visible under the replay");
+  const lines = await page.$$eval("#replay .msg", (t) => t.length);
+  if (lines !== 35) fail(`replay shows ${lines} lines, expected 35`);
+  const thinking = await page.$$eval("#replay details:not([open]) > summary", (t) => t.filter((x) => x.textContent === "thinking").length);
+  if (thinking < 1) fail("replay shows no collapsed thinking block");
+  const calls = await page.$$eval("#replay .call", (t) => t.length);
+  if (calls !== 16) fail(`replay shows ${calls} tool calls, expected 16`);
+  await page.screenshot({ path: shot.replace(/dashboard\.png$/, "replay.png"), fullPage: true });
+  await page.fill("#q", "input validation");
+  await page.press("#q", "Enter");
+  await page.waitForSelector("body[data-view='search'] .hit", { timeout: 10000 });
+  const marks = await page.$$eval(".hit mark", (t) => t.map((x) => x.textContent.toLowerCase()));
+  if (!marks.includes("validation")) fail(`search hits mark ${marks.join(",")}`);
+  const links = await page.$$eval(".hit a", (t) => t.map((x) => x.getAttribute("href")));
+  if (!links.some((l) => l.startsWith(`#/session/${sid}/`))) fail(`no hit links to ${sid}: ${links.join(" ")}`);
+  await page.screenshot({ path: shot.replace(/dashboard\.png$/, "search.png"), fullPage: true });
+  await page.click(`.hit a[href^="#/session/${sid}/"]`);
+  await page.waitForSelector("#replay .msg.target", { timeout: 10000 });
+  await page.goto(url + "#/", { waitUntil: "domcontentloaded" });
+}
+
 try {
   await page.goto(url, { waitUntil: "domcontentloaded" });
   await page.waitForSelector("body[data-loaded='1']", { timeout: 20000 });
@@ -52,7 +80,14 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("#sessions tbody tr").length === 2, null, { timeout: 10000 });
   await page.selectOption("#project", "");
   await page.waitForFunction((n) => document.querySelectorAll("#sessions tbody tr").length === n, expected.session_count, { timeout: 10000 });
+  // the insight panels load too (figures are checked exactly by tests/insights_e2e.rs)
+  await page.waitForSelector("body[data-insights='1']", { timeout: 20000 });
+  const times = await page.$$eval("#tooltimes tbody tr", (t) => t.length);
+  if (times < 1) fail("tool execution times panel is empty");
+  const exposed = await page.textContent("#expfiles");
+  if (!exposed.includes("sensitive")) fail("data exposure panel flags no sensitive file");
   await page.screenshot({ path: shot, fullPage: true });
+  await replayAndSearch(page);
   console.log(`dashboard OK: ${messages} messages, ${sessions} sessions, ${bars} day bars, screenshot ${shot}`);
 } catch (e) {
   fail(e.message);

@@ -2,7 +2,7 @@
 # Dashboard test in a real headless browser: installs Debian chromium and
 # playwright-core if missing (idempotent), backfills the example corpus into
 # the embedded ClickHouse, serves the dashboard, and drives it with Chromium.
-# Screenshot: target/dashboard.png.
+# Screenshots: target/dashboard.png, target/replay.png, target/search.png.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
