@@ -142,7 +142,7 @@ mod tests {
     fn the_writer_can_only_insert_and_readers_are_scoped() {
         let s = grants_script("claude_logs", None, &[]).unwrap();
         let tables = data_tables(&[]).unwrap();
-        assert_eq!(tables.len(), 8);
+        assert_eq!(tables.len(), 9);
         for t in &tables {
             assert!(
                 s.contains(&format!(
