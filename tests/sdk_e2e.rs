@@ -178,3 +178,38 @@ fn a_looping_python_component_is_stopped_by_its_budget() {
     assert!(out.contains("py_loop: 0 of 2 samples as expected"), "{out}");
     assert!(took < Duration::from_secs(30), "took {took:?}: {out}");
 }
+
+/// The memory cap holds for components too: a Python classifier that asks
+/// for 1 GiB (over the default 512 MiB ceiling, even for a retry) is
+/// refused the memory inside the sandbox -- Python sees a MemoryError --
+/// instead of taking it from the engine.
+#[test]
+fn a_python_component_over_its_memory_cap_is_refused_the_memory() {
+    let work = tempfile::tempdir().unwrap();
+    let o = cli(
+        &["plugin", "new", "py_hog", "--lang", "python"],
+        work.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = work.path().join("py_hog");
+    let app = std::fs::read_to_string(dir.join("app.py")).unwrap();
+    let hog = app.replace(
+        "        try:\n            doc = json.loads(entry.json)",
+        "        try:\n            hog = bytearray(1 << 30)\n        except MemoryError:\n            \
+         raise Err(\"memory capped\")\n        raise Err(f\"got {len(hog)} bytes\")\n        \
+         try:\n            doc = json.loads(entry.json)",
+    );
+    assert_ne!(app, hog, "the template changed: update this test");
+    std::fs::write(dir.join("app.py"), hog).unwrap();
+    let expect = r#"[{"error": "memory capped"}, {"error": "memory capped"}]"#;
+    std::fs::write(dir.join("expected.json"), expect).unwrap();
+    let o = Command::new("bash")
+        .arg(dir.join("build.sh"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "build.sh: {}", text(&o));
+    let o = cli(&["plugin", "test", dir.to_str().unwrap()], work.path());
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("py_hog: 2 of 2 samples as expected"), "{out}");
+}
