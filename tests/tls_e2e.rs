@@ -4,6 +4,9 @@
 //! CA, then, trusting it through `SSL_CERT_FILE` (read by the native-roots
 //! loader), ingest through it exactly as over plain HTTP.
 //!
+//! The budget-alert webhook goes over the same TLS stack: refused while the
+//! CA is not trusted, delivered once it is.
+//!
 //! A test binary of its own: it sets `SSL_CERT_FILE` for the process.
 
 mod common;
@@ -77,7 +80,12 @@ async fn the_engine_ingests_into_a_server_over_tls_only_when_it_trusts_it() {
         upstream.port().unwrap()
     );
     let (ca_pem, server) = certificates();
-    let port = tls_proxy(server, upstream).await;
+    let port = tls_proxy(server.clone(), upstream).await;
+    let (hook_upstream, posted) = webhook().await;
+    let hook = format!(
+        "https://localhost:{}/hook",
+        tls_proxy(server, hook_upstream).await
+    );
     cfg.clickhouse.url = format!("https://localhost:{port}");
 
     // not trusted yet: refused, nothing stored, nothing checkpointed
@@ -91,6 +99,9 @@ async fn the_engine_ingests_into_a_server_over_tls_only_when_it_trusts_it() {
         try_count(&plain, "SELECT count() FROM claude_messages").await,
         0
     );
+
+    // a webhook client built now does not trust the CA either
+    let untrusted = reqwest::Client::new();
 
     // trusted: everything arrives, once
     let ca = state.path().join("ca.pem");
@@ -119,5 +130,64 @@ async fn the_engine_ingests_into_a_server_over_tls_only_when_it_trusts_it() {
         .await,
         2 * 5 * 20
     );
+    alert_once(&plain, &hook, &untrusted).await;
+    assert!(
+        posted.lock().unwrap().is_empty(),
+        "posted to an untrusted server"
+    );
+    alert_once(&plain, &hook, &reqwest::Client::new()).await;
+    let posted = posted.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(posted[0]["kind"], "budget_alert");
+    assert_eq!(posted[0]["alert"]["project"], "-work-app");
     plain.drop_database().await.unwrap();
+}
+
+type Posted = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A plain-HTTP webhook (the TLS proxy goes in front): its address and
+/// every JSON body POSTed to `/hook`.
+async fn webhook() -> (String, Posted) {
+    use axum::{extract::State, routing::post, Json, Router};
+    let got = Posted::default();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(g): State<Posted>, Json(v): Json<serde_json::Value>| async move {
+                    g.lock().unwrap().push(v);
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, got)
+}
+
+/// One alert check with a threshold `-work-app` is over (its requests are
+/// weeks old: a window back to them), POSTed to `hook` by `http` (which
+/// read the trusted certificates when it was built).
+async fn alert_once(
+    ch: &claude_ingest::sink::clickhouse::ChClient,
+    hook: &str,
+    http: &reqwest::Client,
+) {
+    use claude_ingest::api::alerts::{check_once, AlertLog};
+    use claude_ingest::config::{AlertThreshold, AlertsSection};
+    let alerts = AlertsSection {
+        webhook: Some(hook.to_string()),
+        check_interval_s: 1,
+        window_minutes: 500_000,
+        thresholds: vec![AlertThreshold {
+            project: Some("-work-app".into()),
+            user: None,
+            cost_per_hour: 1e-9,
+        }],
+    };
+    let raised = check_once(ch, &alerts, &AlertLog::default(), http)
+        .await
+        .unwrap();
+    assert_eq!(raised.len(), 1, "{raised:?}");
 }
