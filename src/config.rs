@@ -476,6 +476,13 @@ impl Config {
                 "alerts.window_minutes and every alerts.thresholds[].cost_per_hour must be above 0"
             );
         }
+        if let Some(hook) = &self.alerts.webhook {
+            // Caught here, not as a warning at every crossing months later.
+            let ok = url::Url::parse(hook).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                bail!("alerts.webhook must be an http:// or https:// URL, got {hook:?}");
+            }
+        }
         if self.batch.max_rows == 0 {
             bail!("batch.max_rows must be at least 1");
         }
@@ -611,6 +618,16 @@ mod tests {
         c.source.partial_line_grace_ms = 0;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("partial_line_grace_ms"), "{err}");
+        for (hook, ok) in [
+            ("hooks.example.org/x", false),
+            ("ftp://hooks.example.org/x", false),
+            ("https://hooks.example.org/x", true),
+            ("http://127.0.0.1:9/hook", true),
+        ] {
+            let mut c = Config::default();
+            c.alerts.webhook = Some(hook.into());
+            assert_eq!(c.validate().is_ok(), ok, "{hook}");
+        }
     }
 
     #[test]
