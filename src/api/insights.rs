@@ -5,9 +5,7 @@
 //! `project`, `user`, `host`, `limit`) and the caller's scope; its SQL is the
 //! one function named after it below.
 
-use super::{
-    echo, filters, first, rows, rows_with, ApiResult, ApiState, Req, RANGE, SCOPE, TS_RANGE,
-};
+use super::{echo, filters, rows, rows_with, ApiResult, ApiState, Req, RANGE, SCOPE, TS_RANGE};
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
@@ -19,40 +17,61 @@ fn calls() -> String {
     )
 }
 
-/// Call → result times per tool, and the commonest errors per tool.
-fn tool_times_sql() -> [String; 2] {
-    [
-        format!(
-            "SELECT tool_name, count() AS calls, countIf(has_result = 1) AS completed, countIf(is_error = 1) AS errors,
-                    round(avgIf(ms, has_result = 1), 1) AS avg_ms, quantileExactIf(0.5)(ms, has_result = 1) AS p50_ms,
-                    quantileExactIf(0.95)(ms, has_result = 1) AS p95_ms, maxIf(ms, has_result = 1) AS max_ms,
-                    sumIf(ms, has_result = 1) AS total_ms
-             FROM (SELECT tool_name, has_result, is_error,
-                          greatest(0, dateDiff('millisecond', timestamp, result_timestamp)) AS ms FROM ({}))
-             GROUP BY tool_name ORDER BY total_ms DESC, tool_name LIMIT {{lim:UInt32}}",
-            calls()
-        ),
-        format!(
-            "SELECT tool_name, substringUTF8(error_message, 1, 160) AS error, count() AS occurrences,
-                    uniqExact(session_id) AS sessions, toString(max(timestamp)) AS last_seen
-             FROM ({}) WHERE is_error = 1
-             GROUP BY tool_name, error ORDER BY occurrences DESC, tool_name, error LIMIT {{lim:UInt32}}",
-            calls()
-        ),
-    ]
+/// Call → result times per tool (level 1) and the commonest errors per tool
+/// (level 0) in one pass over the folded calls: the fold (`FINAL`) is most
+/// of the cost, so it is paid once, not once per view.
+fn tool_times_sql() -> String {
+    format!(
+        "SELECT grouping(error) AS level, tool_name, error, count() AS calls, countIf(has_result = 1) AS completed,
+                countIf(is_error = 1) AS errors, round(avgIf(ms, has_result = 1), 1) AS avg_ms,
+                quantileExactIf(0.5)(ms, has_result = 1) AS p50_ms, quantileExactIf(0.95)(ms, has_result = 1) AS p95_ms,
+                maxIf(ms, has_result = 1) AS max_ms, sumIf(ms, has_result = 1) AS total_ms,
+                calls AS occurrences, uniqExactIf(sid, is_error = 1) AS sessions,
+                toString(max(timestamp)) AS last_seen
+         FROM (SELECT tool_name, has_result, is_error, timestamp, cityHash64(session_id) AS sid,
+                      greatest(0, dateDiff('millisecond', timestamp, result_timestamp)) AS ms,
+                      if(is_error = 1, substringUTF8(error_message, 1, 160), NULL) AS error
+               FROM ({}))
+         GROUP BY GROUPING SETS ((tool_name), (tool_name, error))
+         HAVING level = 1 OR error IS NOT NULL
+         ORDER BY level DESC, if(level = 1, toInt64(total_ms), toInt64(calls)) DESC, tool_name, error
+         LIMIT {{lim:UInt32}} BY level",
+        calls()
+    )
 }
 
 pub(super) async fn tool_times(State(s): State<ApiState>, req: Req) -> ApiResult {
     let f = filters(&req, RANGE, 20)?;
-    let [times, fails] = tool_times_sql();
-    let (times, fails) = tokio::join!(rows(&s, &times, &f), rows(&s, &fails, &f));
+    let both = rows(&s, &tool_times_sql(), &f).await?;
+    let times = level_rows(
+        &both,
+        1,
+        &[
+            "tool_name",
+            "calls",
+            "completed",
+            "errors",
+            "avg_ms",
+            "p50_ms",
+            "p95_ms",
+            "max_ms",
+            "total_ms",
+        ],
+    );
+    let fails = level_rows(
+        &both,
+        0,
+        &["tool_name", "error", "occurrences", "sessions", "last_seen"],
+    );
     Ok(Json(
-        json!({"filters": echo(&f), "tools": times?, "failures": fails?}),
+        json!({"filters": echo(&f), "tools": times, "failures": fails}),
     ))
 }
 
 /// Files read again within one session, and message texts logged more than
-/// once (same content hash), with the bytes the repeats added.
+/// once (same content hash), with the bytes the repeats added. Sessions are
+/// counted by a 64-bit hash of their id: a set of integers, not of strings,
+/// is most of the difference on a large store.
 fn redundancy_sql() -> [String; 2] {
     [
         format!(
@@ -64,7 +83,7 @@ fn redundancy_sql() -> [String; 2] {
              ORDER BY repeated_reads DESC, file_path LIMIT {{lim:UInt32}}"
         ),
         format!(
-            "SELECT content_hash, count() AS copies, uniqExact(session_id) AS sessions, any(content_length) AS bytes,
+            "SELECT content_hash, count() AS copies, uniqExact(cityHash64(session_id)) AS sessions, any(content_length) AS bytes,
                     (copies - 1) * bytes AS repeated_bytes, any(message_kind) AS kind,
                     substringUTF8(any(content_preview), 1, 120) AS preview
              FROM claude_messages WHERE content_length > 0 AND {TS_RANGE} AND {SCOPE}
@@ -83,38 +102,64 @@ pub(super) async fn redundancy(State(s): State<ApiState>, req: Req) -> ApiResult
     ))
 }
 
-/// Cache-hit ratio, context vs output overall and per session (the largest
-/// contexts first, with their compactions).
-fn context_sql() -> [String; 2] {
-    let per_request = format!(
-        "SELECT project, session_id, total_context_tokens AS ctx, cache_read_input_tokens AS cache_read,
-                output_tokens AS output, context_utilization AS util
-         FROM claude_requests FINAL WHERE {TS_RANGE} AND {SCOPE}"
-    );
-    let sums = "count() AS requests, sum(ctx) AS context_tokens, sum(cache_read) AS cache_read_tokens,
-                sum(output) AS output_tokens,
-                round(if(context_tokens = 0, 0, cache_read_tokens / context_tokens), 4) AS cache_hit_ratio,
-                round(if(output_tokens = 0, 0, context_tokens / output_tokens), 2) AS context_per_output_token,
-                max(ctx) AS max_context_tokens, round(max(util), 4) AS max_utilization";
-    [
-        format!("SELECT {sums} FROM ({per_request})"),
-        format!(
-            "SELECT project, session_id, {sums}, any(c.compactions) AS compactions
-             FROM ({per_request}) AS r
-             LEFT JOIN (SELECT project, session_id, compactions FROM claude_sessions FINAL WHERE {SCOPE}) AS c
-                  USING (project, session_id)
-             GROUP BY project, session_id
-             ORDER BY max_context_tokens DESC, session_id LIMIT {{lim:UInt32}}"
-        ),
-    ]
+/// Cache-hit ratio, context vs output overall (level 3) and per session
+/// (level 0: the largest contexts first, with their compactions), in one
+/// pass over the folded requests; compactions are joined to the listed
+/// sessions only.
+fn context_sql() -> String {
+    format!(
+        "SELECT level, project, session_id, requests, context_tokens, cache_read_tokens, output_tokens,
+                cache_hit_ratio, context_per_output_token, max_context_tokens, max_utilization,
+                c.compactions AS compactions
+         FROM (SELECT grouping(project, session_id) AS level, project, session_id, count() AS requests,
+                      sum(ctx) AS context_tokens, sum(cache_read) AS cache_read_tokens, sum(output) AS output_tokens,
+                      round(if(context_tokens = 0, 0, cache_read_tokens / context_tokens), 4) AS cache_hit_ratio,
+                      round(if(output_tokens = 0, 0, context_tokens / output_tokens), 2) AS context_per_output_token,
+                      max(ctx) AS max_context_tokens, round(max(util), 4) AS max_utilization
+               FROM (SELECT project, session_id, total_context_tokens AS ctx, cache_read_input_tokens AS cache_read,
+                            output_tokens AS output, context_utilization AS util
+                     FROM claude_requests FINAL WHERE {TS_RANGE} AND {SCOPE})
+               GROUP BY GROUPING SETS ((), (project, session_id))
+               ORDER BY level DESC, max_context_tokens DESC, session_id LIMIT {{lim:UInt32}} BY level) AS r
+         LEFT JOIN (SELECT project, session_id, compactions FROM claude_sessions FINAL WHERE {SCOPE}) AS c
+              USING (project, session_id)
+         ORDER BY level DESC, max_context_tokens DESC, session_id"
+    )
 }
+
+/// The figures of [`context_sql`] both levels share.
+const CONTEXT_FIGURES: [&str; 8] = [
+    "requests",
+    "context_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+    "cache_hit_ratio",
+    "context_per_output_token",
+    "max_context_tokens",
+    "max_utilization",
+];
 
 pub(super) async fn context(State(s): State<ApiState>, req: Req) -> ApiResult {
     let f = filters(&req, RANGE, 20)?;
-    let [totals, sessions] = context_sql();
-    let (totals, sessions) = tokio::join!(rows(&s, &totals, &f), rows(&s, &sessions, &f));
+    let both = rows(&s, &context_sql(), &f).await?;
+    // No request in range: no totals row; the figures are zero.
+    let totals = level_rows(&both, 3, &CONTEXT_FIGURES)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            CONTEXT_FIGURES
+                .iter()
+                .map(|k| (k.to_string(), json!(0)))
+                .collect()
+        });
+    let keys: Vec<&str> = ["project", "session_id"]
+        .into_iter()
+        .chain(CONTEXT_FIGURES)
+        .chain(["compactions"])
+        .collect();
+    let sessions = level_rows(&both, 0, &keys);
     Ok(Json(
-        json!({"filters": echo(&f), "totals": first(totals?), "sessions": sessions?}),
+        json!({"filters": echo(&f), "totals": totals, "sessions": sessions}),
     ))
 }
 
@@ -147,23 +192,21 @@ pub(super) async fn tool_costs(State(s): State<ApiState>, req: Req) -> ApiResult
 
 /// Bytes of tool results sent to the model per file and per directory
 /// (file tools; one pass, grouping sets: level 1 = file, 2 = directory), and
-/// per command (Bash); sensitive files flagged. Only the result halves of the
-/// file tools' calls are read (through the key), not every folded call.
+/// per command (Bash); sensitive files flagged. Accesses meet their results
+/// on a 64-bit hash of (session, tool call): hashing and joining integers
+/// costs half of doing it on the two strings. (The scope filters the
+/// accesses only: a result half carries no project.)
 fn exposure_sql() -> [String; 2] {
-    let accesses = format!(
-        "SELECT session_id, tool_use_id, file_path, directory, is_sensitive FROM claude_file_access
-         WHERE access_type IN ('read', 'search', 'list') AND {TS_RANGE} AND {SCOPE}"
-    );
     [
         format!(
             "SELECT grouping(file_path, directory) AS level, file_path, directory,
                     max(is_sensitive) AS sensitive, countIf(is_sensitive) AS sensitive_reads, count() AS reads,
-                    sum(bytes) AS bytes, uniqExact(session_id) AS sessions, uniqExact(file_path) AS files
-             FROM ({accesses}) AS a
-             INNER JOIN (SELECT session_id, tool_use_id, max(result_size) AS bytes FROM claude_tool_usage
-                         WHERE has_result = 1 AND (session_id, tool_use_id) IN
-                               (SELECT session_id, tool_use_id FROM ({accesses}))
-                         GROUP BY session_id, tool_use_id) AS r USING (session_id, tool_use_id)
+                    sum(bytes) AS bytes, uniqExact(sid) AS sessions, uniqExact(file_path) AS files
+             FROM (SELECT cityHash64(session_id, tool_use_id) AS call, cityHash64(session_id) AS sid,
+                          file_path, directory, is_sensitive FROM claude_file_access
+                   WHERE access_type IN ('read', 'search', 'list') AND {TS_RANGE} AND {SCOPE}) AS a
+             INNER JOIN (SELECT cityHash64(session_id, tool_use_id) AS call, max(result_size) AS bytes
+                         FROM claude_tool_usage WHERE has_result = 1 GROUP BY call) AS r USING (call)
              GROUP BY GROUPING SETS ((file_path), (directory))
              ORDER BY level, bytes DESC, file_path, directory LIMIT {{lim:UInt32}} BY level"
         ),
