@@ -11,10 +11,35 @@ if [[ -f "dist/$name.wasm" && -z "$(find . -name '*.py' -newer "dist/$name.wasm"
     echo "build.sh: dist/$name.wasm is up to date" >&2
     exit 0
 fi
-if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $version"; then
-    echo "build.sh: installing componentize-py $version into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "componentize-py==$version"
+# One installer at a time: plugins built in parallel share the SDK. flock
+# where there is one (Linux: released even if this build is killed), else a
+# lock directory.
+install_lock() {
+    mkdir -p "$(dirname "$1")"
+    if command -v flock >/dev/null; then
+        exec 9>"$1.lock"
+        flock 9
+        return
+    fi
+    local waited=0
+    until mkdir "$1.lockdir" 2>/dev/null; do
+        sleep 1
+        waited=$((waited + 1))
+        if ((waited > 900)); then
+            echo "build.sh: $1.lockdir held for 15 min: remove it if no build is running" >&2
+            exit 1
+        fi
+    done
+    trap "rmdir '$1.lockdir'" EXIT
+}
+installed() { "$venv/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $version"; }
+if ! installed; then
+    install_lock "$venv"
+    if ! installed; then
+        echo "build.sh: installing componentize-py $version into $venv" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "componentize-py==$version"
+    fi
 fi
 mkdir -p dist
 # --stub-wasi: the engine gives plugins no WASI (no files, network, clock).
