@@ -35,10 +35,12 @@ access control:
     (file, url, s3, remote, executable, python, ... — everything not on a short
     allow-list).
 
-Concurrency: chDB runs one query at a time (ENGINE_LOCK). Connections are
-multiplexed by one selector thread and served by a fixed pool of workers; when
-the queue in front of them is full a new request is answered at once with
-503 + Retry-After instead of growing threads without bound.
+Concurrency: each request runs on a connection of its own (chDB keeps USE and
+SET per connection), at most ENGINE_SLOTS at once, so a dashboard's queries
+overlap each other and the ingester's inserts. Connections are multiplexed by
+one selector thread and served by a fixed pool of workers; when the queue in
+front of them is full a new request is answered at once with 503 +
+Retry-After instead of growing threads without bound.
 
 Usage: chdb_http.py --path DATA_DIR --lock-file FILE (--listen-fd FD | --port PORT)
 Reads the credentials line from stdin, prints `READY <port>` on stdout once it
@@ -117,8 +119,13 @@ DB_PATH = None
 SPOOL_DIR = None
 USERS = {}  # user -> {"key": str, "role": "reader"|"writer"}
 DENIED = set(ALWAYS_DENIED)
-# chDB runs one statement at a time; every use of the engine holds this.
-ENGINE_LOCK = threading.Lock()
+# Statements running at once. chdb-core runs concurrent statements on separate
+# connections (the GIL is released while ClickHouse works); every statement
+# already uses all cores, so a few slots give overlap (a short query is not
+# stuck behind a long one or an insert) without multiplying memory.
+# CLAUDE_INGEST_ENGINE_SLOTS overrides (1 = one statement at a time).
+ENGINE_SLOTS = threading.BoundedSemaphore(
+    int(os.environ.get("CLAUDE_INGEST_ENGINE_SLOTS") or min(4, max(2, os.cpu_count() or 2))))
 WORKERS = 8
 QUEUE_MAX = 256  # ~1-2 s of queries at most; beyond that, 503 + Retry-After
 MAX_CONNECTIONS = 1024
@@ -392,7 +399,7 @@ def run(params: dict, body: bytes, role: str):
     try:
         if data is not None:
             sql, data_file = insert_from_body(query, data)
-        with ENGINE_LOCK:
+        with ENGINE_SLOTS:
             payload = execute(checked, sql, out_format, settings, query_params,
                               params.get("database"), role)
         return 200, payload or b"", out_format
