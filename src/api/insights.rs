@@ -164,22 +164,24 @@ pub(super) async fn context(State(s): State<ApiState>, req: Req) -> ApiResult {
 }
 
 /// Tokens and cost of the API requests that called each tool; a request that
-/// made several calls is shared equally among them.
+/// made several calls is shared equally among them. Calls meet their message
+/// and requests on 64-bit hashes of the keys (a uuid; project + message id):
+/// joining integers instead of strings is 2.4x faster on a million messages,
+/// and a collision among a few million keys is a ~1e-7 event.
 fn tool_costs_sql() -> String {
     format!(
         "SELECT tool_name, count() AS calls, round(sum(tok / n)) AS tokens, round(sum(usd / n), 6) AS cost,
                 round(sum(output / n)) AS output_tokens
-         FROM (SELECT t.tool_name AS tool_name, m.project AS project, m.message_id AS message_id,
-                      count() OVER (PARTITION BY m.project, m.message_id) AS n
-               FROM (SELECT message_uuid, tool_name FROM claude_tool_usage
+         FROM (SELECT t.tool_name AS tool_name, m.req AS req, count() OVER (PARTITION BY m.req) AS n
+               FROM (SELECT cityHash64(message_uuid) AS mu, tool_name FROM claude_tool_usage
                      WHERE tool_name != '' AND {TS_RANGE} AND {SCOPE}) AS t
-               INNER JOIN (SELECT uuid, project, message_id FROM claude_messages
+               INNER JOIN (SELECT cityHash64(uuid) AS mu, cityHash64(project, message_id) AS req FROM claude_messages
                            WHERE role = 'assistant' AND message_id != '' AND {TS_RANGE} AND {SCOPE}) AS m
-                     ON m.uuid = t.message_uuid) AS c
-         INNER JOIN (SELECT project, message_id, ifNull(cost, 0) AS usd, output_tokens AS output,
+                     USING (mu)) AS c
+         INNER JOIN (SELECT cityHash64(project, message_id) AS req, ifNull(cost, 0) AS usd, output_tokens AS output,
                             input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens AS tok
                      FROM claude_requests FINAL WHERE {TS_RANGE} AND {SCOPE}) AS r
-               USING (project, message_id)
+               USING (req)
          GROUP BY tool_name ORDER BY cost DESC, tool_name LIMIT {{lim:UInt32}}"
     )
 }
