@@ -422,6 +422,57 @@ async fn insight_panels_answer_exactly() {
     }
 }
 
+/// "Now" is bounded above too: a session dated tomorrow (a clock ahead of
+/// time) is neither active nor part of today's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_dated_in_the_future_are_not_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("projects");
+    let at = |offset: chrono::Duration| {
+        (chrono::Utc::now() + offset)
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    };
+    let reply = |sid: &str, id: &str, when: &str| {
+        assistant(
+            &format!("{sid}-{id}"),
+            0.0,
+            id,
+            json!([{"type": "text", "text": "ok"}]),
+            json!({"input_tokens": 1, "output_tokens": 1}),
+            false,
+        )
+        .replace(S1, sid)
+        .replace(&ts(0.0), when)
+    };
+    let present = reply(S2, "mnow", &at(chrono::Duration::seconds(-1)));
+    let future = reply(S1, "mfut", &at(chrono::Duration::days(1)));
+    append(&root.join(BETA).join(format!("{S2}.jsonl")), &[present]);
+    append(&root.join(ALPHA).join(format!("{S1}.jsonl")), &[future]);
+    let (cfg, ch) = config("future", &root, &dir.path().join("state"));
+    run(&cfg, RunOptions::once()).await.unwrap();
+    let status = std::sync::Arc::new(claude_ingest::sink::status::IngestStatus::new(16));
+    let base = testing::serve_api_with(ch, status, Tokens::default())
+        .await
+        .unwrap();
+    let (code, n) = get(&base, "/api/insights/now", None).await;
+    assert_eq!(code, 200, "{n}");
+    let active: Vec<&str> = n["active_sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, [S2]);
+    let today: Vec<&str> = n["today_by_directory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["project"].as_str().unwrap())
+        .collect();
+    assert_eq!(today, [BETA]);
+}
+
 async fn get_code(base: &str, path: &str) -> u16 {
     get(base, path, None).await.0
 }

@@ -254,14 +254,18 @@ pub(super) async fn exposure(State(s): State<ApiState>, req: Req) -> ApiResult {
 }
 
 /// Sessions active in the last `minutes` with their latest context size, and
-/// today's (UTC) tokens and cost per project directory.
+/// today's (UTC) tokens and cost per project directory. Both windows are closed
+/// above: a line dated in the future (a machine whose clock is ahead by more
+/// than the 5 minutes of skew allowed here) is not "now", and on a store with
+/// many such sessions the open window made the context lookup scan them all.
 fn now_sql() -> [String; 2] {
     [
         format!(
             "WITH active AS (
                SELECT project, session_id, max(project_path) AS directory, max(last_timestamp) AS last
                FROM claude_sessions WHERE {SCOPE} GROUP BY project, session_id
-               HAVING last >= now64(3) - toIntervalMinute({{minutes:UInt32}}))
+               HAVING last >= now64(3) - toIntervalMinute({{minutes:UInt32}})
+                  AND last <= now64(3) + toIntervalMinute(5))
              SELECT project, session_id, directory, toString(last) AS last_activity, ifNull(ctx, 0) AS context_tokens
              FROM active AS a
              LEFT JOIN (SELECT project, session_id, argMax(total_context_tokens, timestamp) AS ctx FROM claude_requests
@@ -274,7 +278,9 @@ fn now_sql() -> [String; 2] {
                     round(sum(usd), 6) AS cost
              FROM (SELECT project, output_tokens AS out, ifNull(cost, 0) AS usd,
                           input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens AS tok
-                   FROM claude_requests FINAL WHERE timestamp >= toStartOfDay(now64(3)) AND {SCOPE})
+                   FROM claude_requests FINAL
+                   WHERE timestamp >= toStartOfDay(now64(3)) AND timestamp < toStartOfDay(now64(3)) + INTERVAL 1 DAY
+                     AND {SCOPE})
              GROUP BY project ORDER BY tokens DESC, project LIMIT {{lim:UInt32}}"
         ),
     ]
