@@ -19,3 +19,4 @@ pub mod row;
 pub mod rules;
 pub mod sink;
 pub mod source;
+pub mod watch;

@@ -194,19 +194,19 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 
 /// Watch `dir` (notify, plus a poll every second as a fallback) and call
 /// [`PluginsHandle::reload`] on changes, debounced. Runs on its own thread
-/// until `shutdown` is set.
+/// until `shutdown` is set; its result is how many times it woke.
 pub fn spawn_plugin_watcher(
     handle: PluginsHandle,
     dir: PathBuf,
     shutdown: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<u64> {
     std::thread::Builder::new()
         .name("plugin-watcher".into())
         .spawn(move || watch_loop(handle, dir, shutdown))
         .unwrap_or_else(|e| {
             // Without the thread plugins still work, they just do not hot-reload.
             tracing::error!(error = %e, "cannot start the plugin watcher thread; hot reload disabled");
-            std::thread::spawn(|| {})
+            std::thread::spawn(|| 0)
         })
 }
 
@@ -225,7 +225,7 @@ fn is_relevant(event: &notify::Event) -> bool {
         })
 }
 
-fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) {
+fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) -> u64 {
     use notify::{RecursiveMode, Watcher};
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let mut watcher =
@@ -248,7 +248,9 @@ fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) {
     // this thread starting (unchanged files cost only a hash).
     let mut pending: Option<Instant> = Some(Instant::now());
     tracing::debug!(dir = %dir.display(), "plugin watcher started");
+    let mut wakes = 0;
     while !shutdown.load(Ordering::Relaxed) {
+        wakes += 1;
         if !watching {
             if let Some(w) = watcher.as_mut() {
                 // Fails while the dir does not exist; retried on each poll.
@@ -262,16 +264,9 @@ fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) {
             .min()
             .map_or(WAKE_EVERY, |t| t.saturating_duration_since(now))
             .min(WAKE_EVERY);
-        match rx.recv_timeout(wait) {
-            Ok(()) => {
-                while rx.try_recv().is_ok() {}
-                pending = Some(Instant::now() + DEBOUNCE);
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                watcher = None;
-                watching = false;
-            }
+        if crate::watch::wait_for_change(&rx, wait) {
+            while rx.try_recv().is_ok() {}
+            pending = Some(Instant::now() + DEBOUNCE);
         }
         let now = Instant::now();
         if now >= next_poll {
@@ -293,5 +288,6 @@ fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) {
             }
         }
     }
-    tracing::debug!(dir = %dir.display(), "plugin watcher stopped");
+    tracing::debug!(dir = %dir.display(), wakes, "plugin watcher stopped");
+    wakes
 }

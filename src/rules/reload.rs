@@ -168,61 +168,63 @@ fn is_change(ev: &notify::Event) -> bool {
 }
 
 /// Watch the rules dir (notify, plus a slow poll of names/sizes/mtimes as a
-/// fallback) and reload on change, debounced so an editor's save-dance is one reload.
+/// fallback) and reload on change, debounced so an editor's save-dance is one
+/// reload. The thread's result is how many times it woke (tests bound it).
 pub fn spawn_rules_watcher(
     handle: RulesHandle,
     shutdown: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<u64> {
     std::thread::Builder::new()
         .name("rules-watcher".into())
-        .spawn(move || {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-                if ev.is_ok_and(|ev| is_change(&ev)) {
-                    let _ = tx.send(());
-                }
-            });
-            let _watcher = match watcher {
-                Ok(mut w) => match w.watch(handle.dir(), RecursiveMode::NonRecursive) {
-                    Ok(()) => Some(w),
-                    // The default user dir may not exist yet: polling picks it up once made.
-                    Err(e) if !handle.dir().exists() => {
-                        tracing::debug!(error = %e, dir = %handle.dir().display(), "rules dir absent; polling for it");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot watch rules dir; polling only");
-                        None
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "no file watcher; polling rules dir");
-                    None
-                }
-            };
-            let poll = if _watcher.is_some() {
+        .spawn(move || watch_loop(&handle, &shutdown))
+        .unwrap_or_else(|e| panic!("cannot spawn the rules watcher thread: {e}"))
+}
+
+/// The watcher thread's loop; returns its wake-up count. The notify watcher
+/// is kept even while it cannot watch (the default user dir may not exist
+/// yet): watching is retried at every poll, so a dir made later is watched.
+fn watch_loop(handle: &RulesHandle, shutdown: &AtomicBool) -> u64 {
+    let dir = handle.dir();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok_and(|ev| is_change(&ev)) {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "no file watcher; polling rules dir"))
+    .ok();
+    let mut watching = false;
+    let mut stamp = dir_stamp(dir);
+    let mut next_poll = std::time::Instant::now();
+    let mut wakes = 0;
+    while !shutdown.load(Ordering::Relaxed) {
+        if !watching {
+            // Fails while the dir does not exist; retried at each poll.
+            watching = watcher
+                .as_mut()
+                .is_some_and(|w| w.watch(dir, RecursiveMode::NonRecursive).is_ok());
+        }
+        wakes += 1;
+        if crate::watch::wait_for_change(&rx, WAKE_EVERY) {
+            std::thread::sleep(DEBOUNCE);
+            while rx.try_recv().is_ok() {}
+        } else if std::time::Instant::now() < next_poll {
+            continue;
+        }
+        next_poll = std::time::Instant::now()
+            + if watching {
                 POLL_WATCHED
             } else {
                 POLL_UNWATCHED
             };
-            let mut stamp = dir_stamp(handle.dir());
-            let mut next_poll = std::time::Instant::now() + poll;
-            while !shutdown.load(Ordering::Relaxed) {
-                let got_event = rx.recv_timeout(WAKE_EVERY).is_ok();
-                if got_event {
-                    std::thread::sleep(DEBOUNCE);
-                    while rx.try_recv().is_ok() {}
-                } else if std::time::Instant::now() < next_poll {
-                    continue;
-                }
-                next_poll = std::time::Instant::now() + poll;
-                let now = dir_stamp(handle.dir());
-                if now != stamp {
-                    let changed = changed_files(&stamp, &now);
-                    stamp = now;
-                    let _ = handle.reload_changed(&changed);
-                }
-            }
-        })
-        .unwrap_or_else(|e| panic!("cannot spawn the rules watcher thread: {e}"))
+        // A removed dir drops its watch; watch again once it is back.
+        watching &= dir.exists();
+        let now = dir_stamp(dir);
+        if now != stamp {
+            let changed = changed_files(&stamp, &now);
+            stamp = now;
+            let _ = handle.reload_changed(&changed);
+        }
+    }
+    wakes
 }
