@@ -15,7 +15,7 @@ use super::discover::{file_id, Found, Patterns, Stat};
 use super::offsets::{fingerprint_bytes, FileCheckpoint, FINGERPRINT_BYTES};
 use super::watch::Watch;
 use super::{FileId, SourceConfig, SourceEvent, SourceLine, SourceStats};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +135,11 @@ pub(crate) struct Tailer<'a> {
     tx: Sender<SourceEvent>,
     pub shutdown: Arc<AtomicBool>,
     pub files: BTreeMap<PathBuf, Tracked>,
+    /// The files that may have an unterminated line pending (a superset of
+    /// those whose `partial_due` is set; pruned as they are looked at), so
+    /// an idle wake-up looks at a handful of files, not at every tracked one
+    /// (52,800 files cost 7 % of a core at ten wake-ups a second).
+    partials: BTreeSet<PathBuf>,
     pub stats: SourceStats,
     /// Paths whose read failed, with the reason logged (each logged once).
     read_warned: HashMap<PathBuf, String>,
@@ -161,6 +166,7 @@ impl Tailer<'_> {
             tx,
             shutdown,
             files: BTreeMap::new(),
+            partials: BTreeSet::new(),
             stats: SourceStats::default(),
             read_warned: HashMap::new(),
             walk_warned: HashMap::new(),
@@ -390,16 +396,25 @@ impl Tailer<'_> {
         if let Some(t) = self.files.get_mut(path) {
             t.partial_due =
                 (t.partial_len > 0).then(|| Instant::now() + grace.saturating_sub(quiet_for));
+            if t.partial_due.is_some() {
+                self.partials.insert(path.to_path_buf());
+            }
         }
     }
 
     /// Take every pending unterminated line whose file stayed quiet as a line.
     pub fn flush_partials(&mut self, now: Instant) -> Alive {
+        let files = &self.files;
+        self.partials
+            .retain(|p| files.get(p).is_some_and(|t| t.partial_due.is_some()));
         let due: Vec<PathBuf> = self
-            .files
+            .partials
             .iter()
-            .filter(|(_, t)| t.partial_due.is_some_and(|d| d <= now))
-            .map(|(p, _)| p.clone())
+            .filter(|p| {
+                let due = files.get(*p).and_then(|t| t.partial_due);
+                due.is_some_and(|d| d <= now)
+            })
+            .cloned()
             .collect();
         for p in due {
             // Look once more: a write since the last read postpones it.
@@ -430,7 +445,10 @@ impl Tailer<'_> {
 
     /// The earliest time an unterminated line falls due.
     pub fn next_partial_due(&self) -> Option<Instant> {
-        self.files.values().filter_map(|t| t.partial_due).min()
+        self.partials
+            .iter()
+            .filter_map(|p| self.files.get(p)?.partial_due)
+            .min()
     }
 }
 
