@@ -11,7 +11,8 @@
 //! * the writer alone (encode → spool → insert → commit) fed rows routed
 //!   beforehand, in process, into the same ClickHouse;
 //! * `ingest` following unchanged files: CPU used while idle;
-//! * append → row visible with the default config (p50 / p95).
+//! * append → row visible with the default config (p50 / p95);
+//! * idle CPU again once it follows 20,000 more files (`BENCH_IDLE_FILES`).
 //!
 //! Throughput figures are medians of `BENCH_RUNS` runs (default 3), the
 //! engine's backfill and ClickHouse's own load taken in turns so that both see
@@ -156,14 +157,17 @@ print(time.time() - t0)
     lines as f64 / secs
 }
 
+/// The engine as an installed binary runs it: the built-in rule pack, no
+/// user rules dir (run from the state dir, with a config home that does not
+/// exist), so idle CPU includes the watcher of that absent dir.
 fn engine(args: &[&str], settings: &ChSettings, root: &Path, state: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_claude-ingest"));
-    c.arg("--root")
+    c.current_dir(state)
+        .env("XDG_CONFIG_HOME", state.join("no-config"))
+        .arg("--root")
         .arg(root)
         .arg("--state-dir")
         .arg(state)
-        .arg("--rules")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
         .arg("--plugins")
         .arg(state.join("no-plugins"))
         .args([
@@ -378,7 +382,7 @@ fn main() {
         median(ch_load),
         median(writer),
     );
-    let (idle_engine, idle, p50, p95) = follow(&rt);
+    let f = follow(&rt);
     // The writer's share of the end-to-end time, with the router's (one
     // thread, measured above) taken out: what the sink side sustains.
     // Only meaningful when the router alone is faster than the whole.
@@ -427,17 +431,25 @@ fn main() {
     );
     row(
         "idle ingest CPU (% of one core): the engine alone",
-        format!("{idle_engine:.2}"),
+        format!("{:.2}", f.idle_engine),
         String::new(),
     );
     row(
         "idle ingest CPU (% of one core): engine + its ClickHouse",
-        format!("{idle:.2}"),
+        format!("{:.2}", f.idle),
         String::new(),
     );
     row(
         "append → visible, default config: p50 / p95 (ms)",
-        format!("{p50:.0} / {p95:.0}"),
+        format!("{:.0} / {:.0}", f.p50, f.p95),
+        String::new(),
+    );
+    row(
+        &format!(
+            "idle, {} more files: engine / with ClickHouse (%)",
+            f.many_files
+        ),
+        format!("{:.2} / {:.2}", f.many_engine, f.many),
         String::new(),
     );
     println!(
@@ -446,9 +458,36 @@ fn main() {
     );
 }
 
-/// `ingest` following a small tree: CPU while nothing changes, then the
-/// latency of single appended lines (default batch settings).
-fn follow(rt: &tokio::runtime::Runtime) -> (f64, f64, f64, f64) {
+/// What the following engine costs and how fast it shows a line.
+struct Follow {
+    /// Idle CPU (% of one core): the engine alone, then with its ClickHouse.
+    idle_engine: f64,
+    idle: f64,
+    /// Append → visible p50 / p95 (ms).
+    p50: f64,
+    p95: f64,
+    /// The same idle figures once it tracks `many_files` more files.
+    many_files: usize,
+    many_engine: f64,
+    many: f64,
+}
+
+/// `many` sessions of one exchange each, 200 to a project directory: a heavy
+/// user's `~/.claude/projects` after months. Returns the lines written.
+fn write_many(root: &Path, many: usize) -> usize {
+    for s in 0..many {
+        let dir = root.join(format!("-home-dev-many-{}", s / 200));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines = exchange(&format!("m{s}"), 0);
+        std::fs::write(dir.join(format!("m-{s:06}.jsonl")), lines.join("\n") + "\n").unwrap();
+    }
+    many * exchange("m", 0).len()
+}
+
+/// `ingest` following a small tree: CPU while nothing changes, the latency
+/// of single appended lines (default batch settings), then idle CPU again
+/// once it follows `BENCH_IDLE_FILES` (default 20,000) more files.
+fn follow(rt: &tokio::runtime::Runtime) -> Follow {
     let idle_secs = env_num("BENCH_IDLE_SECS", 10) as f64;
     let appends = env_num("BENCH_APPENDS", 60);
     let root = tempfile::tempdir().unwrap();
@@ -481,10 +520,13 @@ fn follow(rt: &tokio::runtime::Runtime) -> (f64, f64, f64, f64) {
     // their CPU while nothing changes is what an idle laptop pays.
     let me = std::process::id();
     let engine_pid = child.0.id();
-    let (all0, engine0) = (children_cpu(me), cpu_secs(engine_pid));
-    std::thread::sleep(Duration::from_secs_f64(idle_secs));
-    let idle = (children_cpu(me) - all0) / idle_secs * 100.0;
-    let idle_engine = (cpu_secs(engine_pid) - engine0) / idle_secs * 100.0;
+    let idle_cpu = || {
+        let (all0, engine0) = (children_cpu(me), cpu_secs(engine_pid));
+        std::thread::sleep(Duration::from_secs_f64(idle_secs));
+        let all = (children_cpu(me) - all0) / idle_secs * 100.0;
+        ((cpu_secs(engine_pid) - engine0) / idle_secs * 100.0, all)
+    };
+    let (idle_engine, idle) = idle_cpu();
     let file: PathBuf = root.path().join("-home-dev-project-0/session-0000.jsonl");
     let mut lat = Vec::new();
     for n in 0..appends {
@@ -514,8 +556,21 @@ fn follow(rt: &tokio::runtime::Runtime) -> (f64, f64, f64, f64) {
     }
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+    let many_files = env_num("BENCH_IDLE_FILES", 20_000);
+    let added = write_many(root.path(), many_files);
+    caught_up((1200 + appends + added) as u64);
+    std::thread::sleep(Duration::from_secs(2));
+    let (many_engine, many) = idle_cpu();
     rt.block_on(ch.drop_database()).ok();
-    (idle_engine, idle, pct(0.5), pct(0.95))
+    Follow {
+        idle_engine,
+        idle,
+        p50: pct(0.5),
+        p95: pct(0.95),
+        many_files,
+        many_engine,
+        many,
+    }
 }
 
 /// CPU used by the live children of `pid` (and their children).
