@@ -20,7 +20,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -148,6 +148,9 @@ pub(crate) struct Tailer<'a> {
     /// A full rescan is wanted (rate-limited by the follow loop).
     pub rescan_wanted: bool,
     pub last_rescan: Instant,
+    /// How long the last full rescan took: unasked-for rescans are spaced
+    /// so that they cost a bounded share of a core however many files there are.
+    pub rescan_cost: Duration,
     /// File-system events (None: polling only).
     pub watch: Option<Watch>,
 }
@@ -172,6 +175,7 @@ impl Tailer<'_> {
             walk_warned: HashMap::new(),
             rescan_wanted: false,
             last_rescan: Instant::now(),
+            rescan_cost: Duration::ZERO,
             watch,
         }
     }
