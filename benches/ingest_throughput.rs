@@ -559,7 +559,8 @@ fn follow(rt: &tokio::runtime::Runtime) -> Follow {
     let many_files = env_num("BENCH_IDLE_FILES", 20_000);
     let added = write_many(root.path(), many_files);
     caught_up((1200 + appends + added) as u64);
-    std::thread::sleep(Duration::from_secs(2));
+    // Long enough for ClickHouse's merges of those inserts to finish.
+    std::thread::sleep(Duration::from_secs(20));
     let (many_engine, many) = idle_cpu();
     rt.block_on(ch.drop_database()).ok();
     Follow {
