@@ -442,8 +442,9 @@ const CALLS: &str = "claude_tool_usage FINAL";
 
 async fn tool_usage(State(s): State<ApiState>, req: Req) -> ApiResult {
     let f = filters(&req, RANGE, 20)?;
-    // One folded pass feeds all three panels (the embedded engine runs one
-    // query at a time, so three scans cost three times one): grouping sets per
+    // One folded pass feeds all three panels (the fold of the calls is most
+    // of the cost, and split into three statements each paid it: measured
+    // slower even run at once): grouping sets per
     // tool (all of them: there are few, and the totals are summed from them),
     // per tool and error, per Bash command; the last two cut to `limit`.
     // grouping() has a bit for each column NOT in the set: tool_name, error, command.
