@@ -226,22 +226,7 @@ fn is_relevant(event: &notify::Event) -> bool {
 }
 
 fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) -> u64 {
-    use notify::{RecursiveMode, Watcher};
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let mut watcher =
-        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.as_ref().is_ok_and(is_relevant) {
-                // The receiver only goes away on shutdown; nothing to do then.
-                let _ = tx.send(());
-            }
-        }) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "file notifications unavailable, polling plugins dir");
-                None
-            }
-        };
-    let mut watching = false;
+    let mut watch = crate::watch::DirWatch::new("plugins", is_relevant);
     let mut last_print = fingerprint(&dir);
     let mut next_poll = Instant::now() + POLL_EVERY;
     // One reload right away catches changes made between the initial load and
@@ -251,12 +236,8 @@ fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) ->
     let mut wakes = 0;
     while !shutdown.load(Ordering::Relaxed) {
         wakes += 1;
-        if !watching {
-            if let Some(w) = watcher.as_mut() {
-                // Fails while the dir does not exist; retried on each poll.
-                watching = w.watch(&dir, RecursiveMode::NonRecursive).is_ok();
-            }
-        }
+        // Fails while the dir does not exist; retried at each wake-up.
+        watch.arm(&dir);
         let now = Instant::now();
         let wait = [Some(next_poll), pending]
             .into_iter()
@@ -264,8 +245,8 @@ fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) ->
             .min()
             .map_or(WAKE_EVERY, |t| t.saturating_duration_since(now))
             .min(WAKE_EVERY);
-        if crate::watch::wait_for_change(&rx, wait) {
-            while rx.try_recv().is_ok() {}
+        if watch.wait(wait) {
+            watch.drain();
             pending = Some(Instant::now() + DEBOUNCE);
         }
         let now = Instant::now();
@@ -275,9 +256,7 @@ fn watch_loop(handle: PluginsHandle, dir: PathBuf, shutdown: Arc<AtomicBool>) ->
             if print != last_print && pending.is_none() {
                 pending = Some(now);
             }
-            if !dir.exists() {
-                watching = false;
-            }
+            watch.check_exists(&dir);
         }
         if pending.is_some_and(|t| now >= t) {
             pending = None;

@@ -6,7 +6,6 @@
 use super::pack::RuleSource;
 use super::{RuleErrors, RuleSet};
 use arc_swap::ArcSwap;
-use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -180,34 +179,21 @@ pub fn spawn_rules_watcher(
         .unwrap_or_else(|e| panic!("cannot spawn the rules watcher thread: {e}"))
 }
 
-/// The watcher thread's loop; returns its wake-up count. The notify watcher
-/// is kept even while it cannot watch (the default user dir may not exist
-/// yet): watching is retried at every poll, so a dir made later is watched.
+/// The watcher thread's loop; returns its wake-up count. Watching the dir
+/// is retried at every wake-up while it fails (the default user dir may not
+/// exist yet), so a dir made later is watched.
 fn watch_loop(handle: &RulesHandle, shutdown: &AtomicBool) -> u64 {
     let dir = handle.dir();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.is_ok_and(|ev| is_change(&ev)) {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "no file watcher; polling rules dir"))
-    .ok();
-    let mut watching = false;
+    let mut watch = crate::watch::DirWatch::new("rules", is_change);
     let mut stamp = dir_stamp(dir);
     let mut next_poll = std::time::Instant::now();
     let mut wakes = 0;
     while !shutdown.load(Ordering::Relaxed) {
-        if !watching {
-            // Fails while the dir does not exist; retried at each poll.
-            watching = watcher
-                .as_mut()
-                .is_some_and(|w| w.watch(dir, RecursiveMode::NonRecursive).is_ok());
-        }
+        let watching = watch.arm(dir);
         wakes += 1;
-        if crate::watch::wait_for_change(&rx, WAKE_EVERY) {
+        if watch.wait(WAKE_EVERY) {
             std::thread::sleep(DEBOUNCE);
-            while rx.try_recv().is_ok() {}
+            watch.drain();
         } else if std::time::Instant::now() < next_poll {
             continue;
         }
@@ -217,8 +203,7 @@ fn watch_loop(handle: &RulesHandle, shutdown: &AtomicBool) -> u64 {
             } else {
                 POLL_UNWATCHED
             };
-        // A removed dir drops its watch; watch again once it is back.
-        watching &= dir.exists();
+        watch.check_exists(dir);
         let now = dir_stamp(dir);
         if now != stamp {
             let changed = changed_files(&stamp, &now);
