@@ -256,7 +256,7 @@ pub(super) async fn context_trends(State(s): State<ApiState>, req: Req) -> ApiRe
 /// and sessions. Separate statements, because ranking inside one pass (a
 /// window over every session) cost more than a second scan, and sessions are
 /// counted by a 64-bit hash of their id (a set of integers, not strings):
-/// 214 → ~80 ms on 470k requests.
+/// the endpoint went from 214 to 105 ms p50 on 470k requests.
 fn cost_analysis_sql() -> [String; 3] {
     let base = format!(
         "SELECT toDate(timestamp) AS day, project, model, session_id, timestamp, output_tokens, priced,
