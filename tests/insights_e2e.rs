@@ -175,6 +175,12 @@ fn fixture(root: &Path) {
     append(&root.join(BETA).join(format!("{S2}.jsonl")), &beta);
 }
 
+/// The `key` text of each row of a JSON array.
+fn texts<'a>(rows: &'a Value, key: &str) -> Vec<&'a str> {
+    let rows = rows.as_array().expect("an array of rows");
+    rows.iter().map(|r| r[key].as_str().unwrap()).collect()
+}
+
 async fn get(base: &str, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut r = reqwest::Client::new().get(format!("{base}{path}"));
     if let Some(t) = token {
@@ -213,10 +219,7 @@ async fn replay_and_search_answer_exactly_and_respect_scope() {
     assert_eq!(c, 200, "{r}");
     let m = r["messages"].as_array().unwrap();
     assert_eq!(m.len(), 12);
-    let kinds: Vec<&str> = m
-        .iter()
-        .map(|x| x["message_kind"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&r["messages"], "message_kind");
     assert_eq!(kinds[0], "prompt");
     assert_eq!(kinds[8], "subagent_prompt");
     assert_eq!(kinds[10], "compact_summary");
@@ -260,32 +263,17 @@ async fn replay_and_search_answer_exactly_and_respect_scope() {
     assert_eq!(page["next_offset"], 10);
 
     // ids are validated, unknown ones are 404, and a scoped token sees only its project
-    assert_eq!(get(&base, "/api/claude-session/a'b", ADMIN).await.0, 400);
-    assert_eq!(get(&base, "/api/claude-session/nope", ADMIN).await.0, 404);
-    assert_eq!(
-        get(&base, &format!("/api/claude-session/{S1}?bogus=1"), ADMIN)
-            .await
-            .0,
-        400
-    );
-    assert_eq!(
-        get(&base, &format!("/api/claude-session/{S1}"), BETA_ONLY)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        get(&base, &format!("/api/claude-session/{S2}"), BETA_ONLY)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        get(&base, &format!("/api/claude-session/{S1}"), None)
-            .await
-            .0,
-        401
-    );
+    for (path, token, code) in [
+        ("a'b".to_string(), ADMIN, 400),
+        ("nope".to_string(), ADMIN, 404),
+        (format!("{S1}?bogus=1"), ADMIN, 400),
+        (S1.to_string(), BETA_ONLY, 404),
+        (S2.to_string(), BETA_ONLY, 200),
+        (S1.to_string(), None, 401),
+    ] {
+        let url = format!("/api/claude-session/{path}");
+        assert_eq!(get(&base, &url, token).await.0, code, "{url} {token:?}");
+    }
 
     // search: prompts and replies, tool inputs, filters, escaped highlights
     let (c, s) = get(&base, "/api/search?q=Zebracorn", ADMIN).await;
@@ -301,13 +289,11 @@ async fn replay_and_search_answer_exactly_and_respect_scope() {
         "Fixed the <mark>zebracorn</mark> bug."
     );
     let (_, s) = get(&base, "/api/search?q=parser.rs", ADMIN).await;
-    let sources: Vec<&str> = s["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["source"].as_str().unwrap())
-        .collect();
-    assert_eq!(sources, ["tool_input", "tool_input"], "{s}");
+    assert_eq!(
+        texts(&s["hits"], "source"),
+        ["tool_input", "tool_input"],
+        "{s}"
+    );
     let (_, s) = get(&base, "/api/search?q=quokka", ADMIN).await;
     assert_eq!(
         s["hits"][0]["snippet_html"],
@@ -399,13 +385,7 @@ async fn insight_panels_answer_exactly() {
 
     // now: S2 is active; today's tokens are S2's 2
     let n = get("/api/insights/now".to_string()).await;
-    let active: Vec<&str> = n["active_sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["session_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(active, [S2]);
+    assert_eq!(texts(&n["active_sessions"], "session_id"), [S2]);
     assert_eq!(n["active_sessions"][0]["context_tokens"], 1);
     assert_eq!(
         n["today_by_directory"],
@@ -457,20 +437,8 @@ async fn sessions_dated_in_the_future_are_not_now() {
         .unwrap();
     let (code, n) = get(&base, "/api/insights/now", None).await;
     assert_eq!(code, 200, "{n}");
-    let active: Vec<&str> = n["active_sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["session_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(active, [S2]);
-    let today: Vec<&str> = n["today_by_directory"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["project"].as_str().unwrap())
-        .collect();
-    assert_eq!(today, [BETA]);
+    assert_eq!(texts(&n["active_sessions"], "session_id"), [S2]);
+    assert_eq!(texts(&n["today_by_directory"], "project"), [BETA]);
 }
 
 async fn get_code(base: &str, path: &str) -> u16 {
