@@ -6,12 +6,10 @@
 
 mod common;
 
-use claude_ingest::pipeline::{run, RunOptions};
 use common::*;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn cli(args: &[&str], cwd: &Path) -> Output {
@@ -72,18 +70,10 @@ async fn scaffolded_python_and_js_classifiers_label_entries_in_a_running_engine(
     cfg.plugins_dir = plugins.clone();
     cfg.rules_dir = rules.clone();
     cfg.batch.max_delay_ms = 50;
-    let flag = Arc::new(AtomicBool::new(false));
-    let (tx, status) = tokio::sync::oneshot::channel();
-    let o = RunOptions {
-        follow: true,
-        shutdown: flag.clone(),
-        status_out: Some(tx),
-        ..RunOptions::once()
-    };
-    let task = tokio::spawn(async move { run(&cfg, o).await });
-    let status = status.await.unwrap();
+    let engine = start(cfg).await;
     let t0 = Instant::now();
-    while !status.caught_up.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(20) {
+    while !engine.status.caught_up.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(20)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let file = root.path().join("p/s.jsonl");
@@ -129,8 +119,7 @@ async fn scaffolded_python_and_js_classifiers_label_entries_in_a_running_engine(
         i += 1;
     }
     assert_eq!(count(&ch, &labelled(0, "py_tags")).await, 0);
-    flag.store(true, Ordering::SeqCst);
-    task.await.unwrap().unwrap();
+    engine.stop().await;
     ch.drop_database().await.unwrap();
 }
 
