@@ -10,6 +10,9 @@ CREATE TABLE IF NOT EXISTS claude_tool_usage
     tool_use_id       String,
     project           SimpleAggregateFunction(max, String),
     message_uuid      SimpleAggregateFunction(max, String),
+    -- The API message (`message.id`) the call was made in: with the project,
+    -- the key of its request in claude_requests (tool cost attribution).
+    message_id        SimpleAggregateFunction(max, String),
     result_uuid       SimpleAggregateFunction(max, String),
     timestamp         SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
     tool_name         SimpleAggregateFunction(max, String),
@@ -34,6 +37,15 @@ CREATE TABLE IF NOT EXISTS claude_tool_usage
     -- Full-text search over a tool call's input.
     INDEX parameters_text lower(parameters) TYPE text(tokenizer = splitByNonAlpha)
 )
+-- Partitioned by a hash of the session (both halves of a call share it, so
+-- they meet in one partition), and a partition quiet for a minute is merged
+-- into one part: FINAL then reads it as it is (ClickHouse skips the fold of a
+-- single-part partition when the partition key is made of key columns), and
+-- only partitions still being written (the live sessions') are folded while
+-- read. On a 1M-message store the tool-usage panel went from ~110 ms (4
+-- intersecting parts, every one spanning all sessions) to ~32 ms.
 ENGINE = AggregatingMergeTree
+PARTITION BY cityHash64(session_id) % 16
 ORDER BY (session_id, tool_use_id, host, user_name)
-SETTINGS non_replicated_deduplication_window = 100000;
+SETTINGS non_replicated_deduplication_window = 100000,
+         min_age_to_force_merge_seconds = 60, min_age_to_force_merge_on_partition_only = 1;

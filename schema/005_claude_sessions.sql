@@ -39,5 +39,8 @@ CREATE TABLE IF NOT EXISTS claude_sessions
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (project, session_id, host, user_name)
-SETTINGS non_replicated_deduplication_window = 100000;
+-- A table quiet for a minute is merged into one part, which FINAL reads
+-- without folding (the table holds one row per session: the merge is cheap).
+SETTINGS non_replicated_deduplication_window = 100000,
+         min_age_to_force_merge_seconds = 60, min_age_to_force_merge_on_partition_only = 1;
 

@@ -96,7 +96,7 @@ CONTENT_TYPES = {
 
 # ---- the policy -----------------------------------------------------------
 READ_KINDS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"}
-WRITE_KINDS = READ_KINDS | {"INSERT", "CREATE", "ALTER", "DROP", "TRUNCATE", "OPTIMIZE", "RENAME"}
+WRITE_KINDS = READ_KINDS | {"INSERT", "CREATE", "ALTER", "DROP", "TRUNCATE", "OPTIMIZE", "RENAME", "EXCHANGE"}
 # Table functions and engines that only touch the engine's own data (lower case).
 SAFE_SOURCES = {
     "numbers", "numbers_mt", "zeros", "zeros_mt", "values", "null", "view", "merge",

@@ -82,6 +82,43 @@ async fn old_rows(ch: &ChClient) {
     )
     .await;
     insert(ch, "claude_dead_letters", &[json!({"source_file": "/p/s1.jsonl", "source_offset": 7, "stage": "parse", "error": "bad"})], "old:5").await;
+    // a call and its result, in two inserts (two parts: folded only when read)
+    insert(
+        ch,
+        "claude_tool_usage",
+        &[
+            json!({"session_id": "s1", "tool_use_id": "t1", "project": "-work-app",
+        "timestamp": "2026-10-01T00:00:00Z", "tool_name": "Bash", "command": "ls", "message_uuid": "a1"}),
+        ],
+        "old:6",
+    )
+    .await;
+    let reply = json!({"uuid": "a1", "session_id": "s1", "project": "-work-app", "role": "assistant",
+        "timestamp": "2026-10-01T00:00:00Z", "entry_type": "assistant", "message_id": "msg_1"});
+    insert(ch, "claude_messages", &[reply], "old:8").await;
+    insert(
+        ch,
+        "claude_tool_usage",
+        &[
+            json!({"session_id": "s1", "tool_use_id": "t1", "has_result": 1,
+        "is_error": 1, "result_size": 42}),
+        ],
+        "old:7",
+    )
+    .await;
+}
+
+/// The folded tool call of [`old_rows`], as the panels read it.
+async fn old_call(ch: &ChClient) -> Value {
+    let rows = ch
+        .query_json(
+            "SELECT count() AS n, any(tool_name) AS tool, any(command) AS command, any(is_error) AS err, \
+             any(result_size) AS bytes FROM claude_tool_usage FINAL",
+            &[],
+        )
+        .await
+        .unwrap();
+    Value::Object(rows[0].clone())
 }
 
 /// table → (column → type), sorting key, TTL; views → their SELECT.
@@ -93,7 +130,9 @@ async fn shape(ch: &ChClient) -> BTreeMap<String, (BTreeMap<String, String>, Str
         .unwrap();
     let tables = ch
         .query_json(
-            "SELECT name, sorting_key, as_select FROM system.tables WHERE database = {db:String}",
+            "SELECT name, sorting_key, partition_key, as_select, \
+             extractAll(engine_full, 'min_age_to_force_merge_[a-z_]+ = [0-9]+') AS merges \
+             FROM system.tables WHERE database = {db:String}",
             &[("db", db)],
         )
         .await
@@ -114,8 +153,11 @@ async fn shape(ch: &ChClient) -> BTreeMap<String, (BTreeMap<String, String>, Str
             .find(|r| r["table"] == name.as_str())
             .map(|r| r["i"].to_string())
             .unwrap_or_default();
-        let key =
-            format!("{} {} {idx}", t["sorting_key"], t["as_select"]).replace(ch.database(), "DB");
+        let key = format!(
+            "{} {} {} {} {idx}",
+            t["sorting_key"], t["partition_key"], t["merges"], t["as_select"]
+        )
+        .replace(ch.database(), "DB");
         let mut c = BTreeMap::new();
         for r in cols.iter().filter(|r| r["table"] == name.as_str()) {
             c.insert(
@@ -172,6 +214,8 @@ async fn upgrade_to_fresh_shape(prefix: &str, unkeyed_identity: bool) {
     }
     old_rows(&old).await;
     let counts_before = table_counts(&old).await;
+    let call_before = old_call(&old).await;
+    assert_eq!(call_before["tool"], "Bash", "{call_before}");
 
     let out = migrate(&old, &[], &who).await.expect("upgrade");
     assert_eq!(out.from, Some(0), "unversioned database recognised");
@@ -195,6 +239,17 @@ async fn upgrade_to_fresh_shape(prefix: &str, unkeyed_identity: bool) {
 
     // the rows are still there, attributed to no machine (they predate identity)
     assert_eq!(table_counts(&old).await, counts_before);
+    assert_eq!(
+        old_call(&old).await,
+        call_before,
+        "the tool call survives its table's rebuild"
+    );
+    let mid = "SELECT message_id FROM claude_tool_usage FINAL";
+    assert_eq!(
+        scalar(&old, mid).await,
+        json!("msg_1"),
+        "the call knows its API message"
+    );
     let hosts = count(&old, "SELECT countIf(host != '') FROM claude_messages").await;
     assert_eq!(hosts, 0);
     assert_eq!(
@@ -232,10 +287,11 @@ async fn table_counts(ch: &ChClient) -> Vec<(String, u64)> {
         "claude_sessions",
         "claude_summaries",
         "claude_dead_letters",
+        "claude_tool_usage",
     ] {
         out.push((
             t.to_string(),
-            count(ch, &format!("SELECT count() FROM {t}")).await,
+            count(ch, &format!("SELECT count() FROM {t} FINAL")).await,
         ));
     }
     out
@@ -256,6 +312,59 @@ async fn a_half_done_migration_is_finished_by_the_next_start() {
         key,
         json!("project, message_id, request_id, host, user_name")
     );
+    ch.drop_database().await.unwrap();
+}
+
+/// Version 5 rebuilds claude_tool_usage partitioned. A crash during the copy
+/// leaves a half-filled `_repartition` table next to the old one: the next
+/// start builds it again from scratch; a crash after the swap leaves the old
+/// rows under that name: the next start finds the table partitioned and only
+/// drops them. Either way every call is there once, folded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_the_tool_table_rebuild_is_finished_by_the_next_start() {
+    let who = Identity::resolve(Some("box-a"), Some("ann")).unwrap();
+    let ch = client("upgrade_rebuild");
+    create_v1(&ch).await;
+    old_rows(&ch).await;
+    let before = old_call(&ch).await;
+    // crash during the first copy: a partial table with a stray row
+    ch.execute("CREATE TABLE claude_tool_usage_repartition AS claude_tool_usage")
+        .await
+        .unwrap();
+    insert(
+        &ch,
+        "claude_tool_usage_repartition",
+        &[json!({"session_id": "stray", "tool_use_id": "t9", "tool_name": "Read"})],
+        "stray",
+    )
+    .await;
+    migrate(&ch, &[], &who).await.expect("rebuilds");
+    let part = "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = 'claude_tool_usage'";
+    assert_eq!(
+        scalar(&ch, part).await,
+        json!("cityHash64(session_id) % 16")
+    );
+    assert_eq!(old_call(&ch).await, before);
+    // crash after the swap: the old rows are left under the temporary name
+    ch.execute("CREATE TABLE claude_tool_usage_repartition AS claude_tool_usage")
+        .await
+        .unwrap();
+    ch.execute(
+        "ALTER TABLE claude_schema_migrations DELETE WHERE version = 5 SETTINGS mutations_sync = 2",
+    )
+    .await
+    .unwrap();
+    let out = migrate(&ch, &[], &who).await.expect("finishes");
+    assert_eq!(
+        out.steps_run, 3,
+        "only the message-id fill and the two setting changes run again"
+    );
+    assert!(!ch
+        .table_names()
+        .await
+        .unwrap()
+        .contains("claude_tool_usage_repartition"));
+    assert_eq!(old_call(&ch).await, before);
     ch.drop_database().await.unwrap();
 }
 

@@ -164,20 +164,19 @@ pub(super) async fn context(State(s): State<ApiState>, req: Req) -> ApiResult {
 }
 
 /// Tokens and cost of the API requests that called each tool; a request that
-/// made several calls is shared equally among them. Calls meet their message
-/// and requests on 64-bit hashes of the keys (a uuid; project + message id):
-/// joining integers instead of strings is 2.4x faster on a million messages,
-/// and a collision among a few million keys is a ~1e-7 event.
+/// made several calls is shared equally among them. A call knows its API
+/// message id, and with the project that is its request's key: the calls
+/// (folded: a call logged twice counts once) meet their requests on a 64-bit
+/// hash of it, without the messages table (joining integers instead of
+/// strings is 2.4x faster on a million messages, and a collision among a few
+/// million keys is a ~1e-7 event).
 fn tool_costs_sql() -> String {
     format!(
         "SELECT tool_name, count() AS calls, round(sum(tok / n)) AS tokens, round(sum(usd / n), 6) AS cost,
                 round(sum(output / n)) AS output_tokens
-         FROM (SELECT t.tool_name AS tool_name, m.req AS req, count() OVER (PARTITION BY m.req) AS n
-               FROM (SELECT cityHash64(message_uuid) AS mu, tool_name FROM claude_tool_usage
-                     WHERE tool_name != '' AND {TS_RANGE} AND {SCOPE}) AS t
-               INNER JOIN (SELECT cityHash64(uuid) AS mu, cityHash64(project, message_id) AS req FROM claude_messages
-                           WHERE role = 'assistant' AND message_id != '' AND {TS_RANGE} AND {SCOPE}) AS m
-                     USING (mu)) AS c
+         FROM (SELECT tool_name, req, count() OVER (PARTITION BY req) AS n
+               FROM (SELECT cityHash64(project, message_id) AS req, tool_name FROM claude_tool_usage FINAL
+                     WHERE tool_name != '' AND message_id != '' AND {TS_RANGE} AND {SCOPE})) AS c
          INNER JOIN (SELECT cityHash64(project, message_id) AS req, ifNull(cost, 0) AS usd, output_tokens AS output,
                             input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens AS tok
                      FROM claude_requests FINAL WHERE {TS_RANGE} AND {SCOPE}) AS r

@@ -52,14 +52,25 @@ pub const MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS claude_schema_migra
 ENGINE = ReplacingMergeTree
 ORDER BY version";
 
-/// One idempotent statement of a migration.
+/// One idempotent step of a migration.
 #[derive(Debug)]
 pub struct Step {
     /// The table (or view) it changes: skipped when the database has none.
     pub table: &'static str,
     /// Skipped when `table` already has this column (the step adds it).
     pub unless_column: Option<&'static str>,
-    pub sql: &'static str,
+    pub action: Action,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    /// One statement.
+    Sql(&'static str),
+    /// Re-create the table at its schema-file shape and copy its rows over:
+    /// ClickHouse cannot change a partition key in place. Skipped once the
+    /// table has a partition key. Only for tables whose rows fold
+    /// idempotently (max / replace), so copying a row twice changes nothing.
+    Repartition,
 }
 
 #[derive(Debug)]
@@ -73,7 +84,7 @@ const fn add(table: &'static str, sql: &'static str) -> Step {
     Step {
         table,
         unless_column: None,
-        sql,
+        action: Action::Sql(sql),
     }
 }
 
@@ -84,7 +95,7 @@ const fn identity(table: &'static str, sql: &'static str) -> Step {
     Step {
         table,
         unless_column: Some("host"),
-        sql,
+        action: Action::Sql(sql),
     }
 }
 
@@ -142,8 +153,8 @@ pub const MIGRATIONS: &[Migration] = &[
             unless_column: Some("ingested_at"),
             // Materialised in the same ALTER: rows stored before the upgrade
             // get the upgrade's time (not a moving now()), so they expire too.
-            sql: "ALTER TABLE claude_summaries ADD COLUMN ingested_at DateTime64(3, 'UTC') DEFAULT now64(3) AFTER source_offset, \
-                  MATERIALIZE COLUMN ingested_at",
+            action: Action::Sql("ALTER TABLE claude_summaries ADD COLUMN ingested_at DateTime64(3, 'UTC') DEFAULT now64(3) AFTER source_offset, \
+                  MATERIALIZE COLUMN ingested_at"),
         }],
     },
     Migration {
@@ -155,6 +166,24 @@ pub const MIGRATIONS: &[Migration] = &[
             add("claude_messages", "ALTER TABLE claude_messages ADD INDEX IF NOT EXISTS session_bf session_id TYPE bloom_filter(0.01) GRANULARITY 1"),
             add("claude_tool_usage", "ALTER TABLE claude_tool_usage ADD INDEX IF NOT EXISTS parameters_text lower(parameters) TYPE text(tokenizer = splitByNonAlpha)"),
             add("claude_requests", "ALTER TABLE claude_requests ADD INDEX IF NOT EXISTS session_bf session_id TYPE bloom_filter(0.01) GRANULARITY 1"),
+        ],
+    },
+    Migration {
+        version: 5,
+        name: "folded tables merged into one part when quiet (FINAL reads it without a fold), tool calls partitioned by session",
+        steps: &[
+            Step { table: "claude_tool_usage", unless_column: None, action: Action::Repartition },
+            // Calls stored before carry no message id: one partial row each,
+            // which the table's fold (max) merges into the call.
+            add("claude_tool_usage", "INSERT INTO claude_tool_usage (session_id, tool_use_id, host, user_name, message_id) \
+                SELECT t.session_id, t.tool_use_id, t.host, t.user_name, m.mid \
+                FROM (SELECT session_id, tool_use_id, host, user_name, message_uuid FROM claude_tool_usage \
+                      WHERE message_uuid != '' AND message_id = '') AS t \
+                INNER JOIN (SELECT uuid, host, user_name, any(message_id) AS mid FROM claude_messages \
+                            WHERE message_id != '' GROUP BY uuid, host, user_name) AS m \
+                ON t.message_uuid = m.uuid AND t.host = m.host AND t.user_name = m.user_name"),
+            add("claude_requests", "ALTER TABLE claude_requests MODIFY SETTING min_age_to_force_merge_seconds = 300, min_age_to_force_merge_on_partition_only = 1"),
+            add("claude_sessions", "ALTER TABLE claude_sessions MODIFY SETTING min_age_to_force_merge_seconds = 60, min_age_to_force_merge_on_partition_only = 1"),
         ],
     },
 ];
@@ -231,15 +260,105 @@ async fn run_steps(client: &ChClient, m: &Migration) -> Result<usize> {
         if step.unless_column.is_some_and(has) && !unkeyed_identity(client, step).await? {
             continue;
         }
-        client.execute(step.sql).await.with_context(|| {
+        let done = match step.action {
+            Action::Sql(sql) => client.execute(sql).await.map(|()| true),
+            Action::Repartition => repartition(client, step.table).await,
+        };
+        let done = done.with_context(|| {
             format!(
                 "schema migration {} ({}) failed on {}",
                 m.version, m.name, step.table
             )
         })?;
-        run += 1;
+        run += usize::from(done);
     }
     Ok(run)
+}
+
+/// [`Action::Repartition`]: build `<table>_repartition` from the table's
+/// schema-file statement, copy the rows in, swap the two, then copy the rows
+/// of parts that were not there at the first copy (another writer's inserts
+/// meanwhile; a part merged meanwhile is copied again, which changes nothing:
+/// the table's rows fold idempotently), and drop the old table. A crash
+/// before the swap is redone from the start on the next start; after it, the
+/// partitioned table is found and only the leftover is dropped. Returns
+/// whether a rebuild ran.
+async fn repartition(client: &ChClient, table: &str) -> Result<bool> {
+    let tmp = format!("{table}_repartition");
+    if !table_field(client, table, "partition_key")
+        .await?
+        .is_empty()
+    {
+        client
+            .execute(&format!("DROP TABLE IF EXISTS {tmp}"))
+            .await?;
+        return Ok(false);
+    }
+    let create = schema_statements(&[])?
+        .into_iter()
+        .find(|st| created_object(&st.sql).as_deref() == Some(table))
+        .with_context(|| format!("no schema statement creates {table}"))?;
+    let mut cols: Vec<String> = client
+        .table_columns()
+        .await?
+        .remove(table)
+        .into_iter()
+        .flatten()
+        .collect();
+    cols.sort();
+    let cols = cols
+        .iter()
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let parts = client
+        .query_json(
+            "SELECT name FROM system.parts WHERE database = currentDatabase() AND table = {t:String} AND active",
+            &[("t", Value::from(table))],
+        )
+        .await?;
+    let copied = parts
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Value::as_str))
+        .map(|p| format!("'{}'", p.replace(['\\', '\''], "")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(
+        table,
+        parts = parts.len(),
+        "re-creating the table partitioned, and copying its rows"
+    );
+    let copy = |into: &str, from: &str, only: &str| {
+        format!("INSERT INTO {into} ({cols}) SELECT {cols} FROM {from} WHERE {only}has([{copied}], _part)")
+    };
+    for sql in [
+        format!("DROP TABLE IF EXISTS {tmp}"),
+        create.sql.replacen(table, &tmp, 1),
+        copy(&tmp, table, ""),
+        format!("EXCHANGE TABLES {table} AND {tmp}"),
+        copy(table, &tmp, "NOT "),
+        format!("DROP TABLE {tmp}"),
+    ] {
+        client.execute(&sql).await?;
+    }
+    Ok(true)
+}
+
+/// One column of `system.tables` for a table of this database ('' if none).
+async fn table_field(client: &ChClient, table: &str, field: &str) -> Result<String> {
+    let rows = client
+        .query_json(
+            &format!("SELECT {field} AS v FROM system.tables WHERE database = currentDatabase() AND name = {{t:String}}"),
+            &[("t", Value::from(table))],
+        )
+        .await
+        .with_context(|| format!("cannot read the {field} of {table}"))?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get("v"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string())
 }
 
 /// The release before versioned migrations added `host` / `user_name` with
@@ -248,21 +367,13 @@ async fn run_steps(client: &ChClient, m: &Migration) -> Result<usize> {
 /// into a sorting key only in the ALTER that adds it: such a pair is dropped
 /// here (nothing is lost) and the identity step then re-adds it keyed.
 async fn unkeyed_identity(client: &ChClient, step: &Step) -> Result<bool> {
-    if step.unless_column != Some(HOST_COLUMN) || !step.sql.contains("MODIFY ORDER BY") {
+    let Action::Sql(sql) = step.action else {
+        return Ok(false);
+    };
+    if step.unless_column != Some(HOST_COLUMN) || !sql.contains("MODIFY ORDER BY") {
         return Ok(false);
     }
-    let rows = client
-        .query_json(
-            "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-            &[("t", Value::from(step.table))],
-        )
-        .await
-        .with_context(|| format!("cannot read the sorting key of {}", step.table))?;
-    let key = rows
-        .first()
-        .and_then(|r| r.get("sorting_key"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let key = table_field(client, step.table, "sorting_key").await?;
     if key.split(',').any(|c| c.trim() == HOST_COLUMN) {
         return Ok(false);
     }
@@ -359,12 +470,9 @@ mod tests {
             assert!(m.version > last, "migration {} out of order", m.version);
             last = m.version;
             for s in m.steps {
-                assert!(
-                    s.sql.contains(s.table),
-                    "{} does not touch {}",
-                    s.sql,
-                    s.table
-                );
+                if let Action::Sql(sql) = s.action {
+                    assert!(sql.contains(s.table), "{sql} does not touch {}", s.table);
+                }
             }
         }
         assert_eq!(latest(), last);
