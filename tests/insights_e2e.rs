@@ -441,6 +441,48 @@ async fn sessions_dated_in_the_future_are_not_now() {
     assert_eq!(texts(&n["today_by_directory"], "project"), [BETA]);
 }
 
+/// A session continued with `--resume` repeats earlier lines in a new file:
+/// the repeated call and its request still count once in tool costs and tool
+/// times (both read the folded calls), whichever file was read first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_repeated_by_a_resumed_session_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("projects");
+    let lines = [
+        assistant(
+            &format!("{S1}-a2"),
+            6.0,
+            "m2",
+            read("toolu_r1", "/w/alpha/src/parser.rs"),
+            json!({"input_tokens": 5, "output_tokens": 20}),
+            false,
+        ),
+        user(
+            &format!("{S1}-r2"),
+            8.0,
+            result("toolu_r1", "fn parse() {}", false),
+            json!({}),
+        ),
+    ];
+    // two runs, so the repeat lands in parts of its own (not folded on insert)
+    append(&root.join(ALPHA).join(format!("{S1}.jsonl")), &lines);
+    let (cfg, ch) = config("resumed", &root, &dir.path().join("state"));
+    run(&cfg, RunOptions::once()).await.unwrap();
+    append(&root.join(ALPHA).join("resumed.jsonl"), &lines);
+    run(&cfg, RunOptions::once()).await.unwrap();
+    let status = std::sync::Arc::new(claude_ingest::sink::status::IngestStatus::new(16));
+    let base = testing::serve_api_with(ch, status, Tokens::default())
+        .await
+        .unwrap();
+    let (_, k) = get(&base, "/api/insights/tool-costs", None).await;
+    assert_eq!(
+        k["tools"],
+        json!([{"tool_name": "Read", "calls": 1, "tokens": 25, "cost": 0.000315, "output_tokens": 20}])
+    );
+    let (_, t) = get(&base, "/api/insights/tool-times", None).await;
+    assert_eq!(t["tools"][0]["calls"], 1, "{t}");
+}
+
 async fn get_code(base: &str, path: &str) -> u16 {
     get(base, path, None).await.0
 }
