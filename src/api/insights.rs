@@ -195,8 +195,9 @@ pub(super) async fn tool_costs(State(s): State<ApiState>, req: Req) -> ApiResult
 /// (file tools; one pass, grouping sets: level 1 = file, 2 = directory), and
 /// per command (Bash); sensitive files flagged. Accesses meet their results
 /// on a 64-bit hash of (session, tool call): hashing and joining integers
-/// costs half of doing it on the two strings. (The scope filters the
-/// accesses only: a result half carries no project.)
+/// costs half of doing it on the two strings. The results are the folded
+/// calls (`FINAL`, cheap once a partition is one part: 20 % faster than
+/// grouping the result halves). The scope filters the accesses only.
 fn exposure_sql() -> [String; 2] {
     [
         format!(
@@ -206,8 +207,8 @@ fn exposure_sql() -> [String; 2] {
              FROM (SELECT cityHash64(session_id, tool_use_id) AS call, cityHash64(session_id) AS sid,
                           file_path, directory, is_sensitive FROM claude_file_access
                    WHERE access_type IN ('read', 'search', 'list') AND {TS_RANGE} AND {SCOPE}) AS a
-             INNER JOIN (SELECT cityHash64(session_id, tool_use_id) AS call, max(result_size) AS bytes
-                         FROM claude_tool_usage WHERE has_result = 1 GROUP BY call) AS r USING (call)
+             INNER JOIN (SELECT cityHash64(session_id, tool_use_id) AS call, result_size AS bytes
+                         FROM claude_tool_usage FINAL WHERE has_result = 1) AS r USING (call)
              GROUP BY GROUPING SETS ((file_path), (directory))
              ORDER BY level, bytes DESC, file_path, directory LIMIT {{lim:UInt32}} BY level"
         ),
