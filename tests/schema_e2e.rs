@@ -368,6 +368,35 @@ async fn a_crash_during_the_tool_table_rebuild_is_finished_by_the_next_start() {
     ch.drop_database().await.unwrap();
 }
 
+/// A `claude_tool_usage` that is not a plain MergeTree (a cluster's
+/// Distributed table; a Memory table stands in for it here) is not rebuilt:
+/// the upgrade stops with a message saying why, and the table is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_table_rebuild_refuses_a_table_it_cannot_rebuild() {
+    let who = Identity::resolve(Some("box-a"), Some("ann")).unwrap();
+    let ch = client("upgrade_refuse");
+    migrate(&ch, &[], &who).await.unwrap();
+    ch.execute(
+        "ALTER TABLE claude_schema_migrations DELETE WHERE version = 5 SETTINGS mutations_sync = 2",
+    )
+    .await
+    .unwrap();
+    ch.execute("DROP TABLE claude_tool_usage").await.unwrap();
+    ch.execute(
+        "CREATE TABLE claude_tool_usage (session_id String, tool_use_id String) ENGINE = Memory",
+    )
+    .await
+    .unwrap();
+    let err = migrate(&ch, &[], &who).await.expect_err("refused");
+    assert!(
+        format!("{err:#}").contains("is a Memory table (a cluster?)"),
+        "{err:#}"
+    );
+    let engine = "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'claude_tool_usage'";
+    assert_eq!(scalar(&ch, engine).await, json!("Memory"));
+    ch.drop_database().await.unwrap();
+}
+
 fn retention_cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()

@@ -99,7 +99,7 @@ pub fn grants_script(
     out.push_str("\n-- migrator: create and upgrade the schema, set retention (TTL)\n");
     let _ = writeln!(
         out,
-        "GRANT{on} CREATE DATABASE, CREATE TABLE, CREATE VIEW, DROP VIEW, ALTER TABLE, ALTER VIEW, SELECT, INSERT, OPTIMIZE ON `{database}`.* TO {MIGRATOR_ROLE};"
+        "GRANT{on} CREATE DATABASE, CREATE TABLE, DROP TABLE, CREATE VIEW, DROP VIEW, ALTER TABLE, ALTER VIEW, SELECT, INSERT, OPTIMIZE ON `{database}`.* TO {MIGRATOR_ROLE};"
     );
     if cluster.is_some() {
         let _ = writeln!(out, "GRANT{on} CLUSTER ON *.* TO {MIGRATOR_ROLE};");

@@ -275,6 +275,9 @@ async fn run_steps(client: &ChClient, m: &Migration) -> Result<usize> {
     Ok(run)
 }
 
+/// The migration whose [`Action::Repartition`] step rebuilds `claude_tool_usage`.
+const REPARTITION_VERSION: u32 = 5;
+
 /// [`Action::Repartition`]: build `<table>_repartition` from the table's
 /// schema-file statement, copy the rows in, swap the two, then copy the rows
 /// of parts that were not there at the first copy (another writer's inserts
@@ -285,6 +288,15 @@ async fn run_steps(client: &ChClient, m: &Migration) -> Result<usize> {
 /// whether a rebuild ran.
 async fn repartition(client: &ChClient, table: &str) -> Result<bool> {
     let tmp = format!("{table}_repartition");
+    let engine = table_field(client, table, "engine").await?;
+    if !engine.ends_with("MergeTree") || engine.starts_with("Replicated") {
+        // A cluster's Distributed / Replicated tables: rebuilding one node's
+        // copy here would do harm. The operator rebuilds them (README).
+        anyhow::bail!(
+            "{table} is a {engine} table (a cluster?): schema version {REPARTITION_VERSION} re-creates it \
+             partitioned, which the engine does only on a single server; see the README's Team setup"
+        );
+    }
     if !table_field(client, table, "partition_key")
         .await?
         .is_empty()
