@@ -335,6 +335,19 @@ impl Drop for Following {
 }
 
 fn main() {
+    // BENCH_ROUTER_SECS=N: only parse + route the sample, for N seconds (a
+    // steady loop to profile the router with `perf record -p`).
+    if let Ok(secs) = std::env::var("BENCH_ROUTER_SECS") {
+        let secs: f64 = secs.parse().unwrap_or(10.0);
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let sample: Vec<String> = (0..20_000).flat_map(|n| exchange("bench", n)).collect();
+        let t0 = Instant::now();
+        while t0.elapsed().as_secs_f64() < secs {
+            let (_, routed) = router_stages(repo, &sample);
+            println!("router {routed:.0} lines/s");
+        }
+        return;
+    }
     let default_lines = if std::env::var("BENCH_1M").is_ok_and(|v| v == "1") {
         1_000_000
     } else {

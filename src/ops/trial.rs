@@ -13,8 +13,9 @@ use crate::plugins::PluginsHandle;
 use crate::rules::trace::Masked;
 use crate::rules::{EntryInput, RuleSet};
 use anyhow::{anyhow, bail, Context, Result};
+use indexmap::IndexMap;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -152,10 +153,12 @@ pub struct EntryReport {
     pub error: Option<String>,
     pub redactions: Vec<Masked>,
     pub labels: Vec<String>,
-    pub derived: Map<String, Value>,
+    /// In the rules' slot order (what `try` is read for: the order written).
+    pub derived: IndexMap<String, Value>,
     pub plugins: Vec<PluginCall>,
-    /// Table → its rows, tables in the order their first row came.
-    pub rows: Map<String, Value>,
+    /// Table → its rows, tables in the order their first row came, columns
+    /// in the order the rule wrote them.
+    pub rows: IndexMap<String, Vec<IndexMap<String, Value>>>,
 }
 
 /// The rule pack and plugins in effect, loaded once for every target.
@@ -234,9 +237,9 @@ impl Trial {
             error: None,
             redactions: Vec::new(),
             labels: Vec::new(),
-            derived: Map::new(),
+            derived: IndexMap::new(),
             plugins: Vec::new(),
-            rows: Map::new(),
+            rows: IndexMap::new(),
         };
         let entry = match parse_line(line) {
             Ok(e) => e,
@@ -273,18 +276,12 @@ impl Trial {
                 report.outcome = if routed.dropped { "dropped" } else { "routed" };
                 report.labels = routed.labels;
                 for row in routed.rows {
-                    let columns: Map<String, Value> = row
+                    let columns = row
                         .columns
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.clone()))
                         .collect();
-                    let list = report
-                        .rows
-                        .entry(row.table)
-                        .or_insert_with(|| Value::Array(Vec::new()));
-                    if let Value::Array(list) = list {
-                        list.push(Value::Object(columns));
-                    }
+                    report.rows.entry(row.table).or_default().push(columns);
                 }
             }
             Err(e) => report.error = Some(format!("rules: {e}")),
@@ -387,17 +384,12 @@ pub fn render(r: &EntryReport) -> String {
     for c in &r.plugins {
         let _ = writeln!(s, "  {}", render_call(c));
     }
-    let n: usize = r
-        .rows
-        .values()
-        .filter_map(Value::as_array)
-        .map(Vec::len)
-        .sum();
+    let n: usize = r.rows.values().map(Vec::len).sum();
     let _ = writeln!(s, "rows: {n}");
     for (table, rows) in &r.rows {
-        for row in rows.as_array().into_iter().flatten() {
+        for row in rows {
             let _ = writeln!(s, "  {table}");
-            for (k, v) in row.as_object().into_iter().flatten() {
+            for (k, v) in row {
                 let _ = writeln!(s, "    {k} = {}", short(v));
             }
         }

@@ -147,5 +147,5 @@ pub(super) struct TableSpec {
     pub(super) for_each: Option<String>,
     #[serde(rename = "where", default)]
     pub(super) where_: Option<String>,
-    pub(super) columns: Map<String, Value>,
+    pub(super) columns: indexmap::IndexMap<String, Value>,
 }

@@ -171,9 +171,11 @@ tables:
             &NoPlugins,
         );
         let routed = t.routed.expect("routes");
+        // redaction labels in the order the walk met them (object keys in
+        // sorted order: `auth` before `message`), then the rule's
         assert_eq!(
             routed.labels,
-            ["secret:token", "secret:password_field", "from_user"]
+            ["secret:password_field", "secret:token", "from_user"]
         );
         assert_eq!(t.derived, vec![("kind".to_string(), Value::from("user"))]);
         let by = |p: &str| t.masked.iter().find(|m| m.path == p).map(|m| m.by.clone());
