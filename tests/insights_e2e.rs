@@ -431,10 +431,7 @@ async fn sessions_dated_in_the_future_are_not_now() {
     append(&root.join(ALPHA).join(format!("{S1}.jsonl")), &[future]);
     let (cfg, ch) = config("future", &root, &dir.path().join("state"));
     run(&cfg, RunOptions::once()).await.unwrap();
-    let status = std::sync::Arc::new(claude_ingest::sink::status::IngestStatus::new(16));
-    let base = testing::serve_api_with(ch, status, Tokens::default())
-        .await
-        .unwrap();
+    let base = testing::serve_api(ch).await.unwrap();
     let (code, n) = get(&base, "/api/insights/now", None).await;
     assert_eq!(code, 200, "{n}");
     assert_eq!(texts(&n["active_sessions"], "session_id"), [S2]);
@@ -470,10 +467,7 @@ async fn a_call_repeated_by_a_resumed_session_counts_once() {
     run(&cfg, RunOptions::once()).await.unwrap();
     append(&root.join(ALPHA).join("resumed.jsonl"), &lines);
     run(&cfg, RunOptions::once()).await.unwrap();
-    let status = std::sync::Arc::new(claude_ingest::sink::status::IngestStatus::new(16));
-    let base = testing::serve_api_with(ch, status, Tokens::default())
-        .await
-        .unwrap();
+    let base = testing::serve_api(ch).await.unwrap();
     let (_, k) = get(&base, "/api/insights/tool-costs", None).await;
     assert_eq!(
         k["tools"],

@@ -339,9 +339,8 @@ async fn a_crash_during_the_tool_table_rebuild_is_finished_by_the_next_start() {
     )
     .await;
     migrate(&ch, &[], &who).await.expect("rebuilds");
-    let part = "SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = 'claude_tool_usage'";
     assert_eq!(
-        scalar(&ch, part).await,
+        tool_table(&ch, "partition_key").await,
         json!("cityHash64(session_id) % 16")
     );
     assert_eq!(old_call(&ch).await, before);
@@ -349,11 +348,7 @@ async fn a_crash_during_the_tool_table_rebuild_is_finished_by_the_next_start() {
     ch.execute("CREATE TABLE claude_tool_usage_repartition AS claude_tool_usage")
         .await
         .unwrap();
-    ch.execute(
-        "ALTER TABLE claude_schema_migrations DELETE WHERE version = 5 SETTINGS mutations_sync = 2",
-    )
-    .await
-    .unwrap();
+    forget_version_5(&ch).await;
     let out = migrate(&ch, &[], &who).await.expect("finishes");
     assert_eq!(
         out.steps_run, 3,
@@ -376,11 +371,7 @@ async fn the_tool_table_rebuild_refuses_a_table_it_cannot_rebuild() {
     let who = Identity::resolve(Some("box-a"), Some("ann")).unwrap();
     let ch = client("upgrade_refuse");
     migrate(&ch, &[], &who).await.unwrap();
-    ch.execute(
-        "ALTER TABLE claude_schema_migrations DELETE WHERE version = 5 SETTINGS mutations_sync = 2",
-    )
-    .await
-    .unwrap();
+    forget_version_5(&ch).await;
     ch.execute("DROP TABLE claude_tool_usage").await.unwrap();
     ch.execute(
         "CREATE TABLE claude_tool_usage (session_id String, tool_use_id String) ENGINE = Memory",
@@ -392,9 +383,24 @@ async fn the_tool_table_rebuild_refuses_a_table_it_cannot_rebuild() {
         format!("{err:#}").contains("is a Memory table (a cluster?)"),
         "{err:#}"
     );
-    let engine = "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'claude_tool_usage'";
-    assert_eq!(scalar(&ch, engine).await, json!("Memory"));
+    assert_eq!(tool_table(&ch, "engine").await, json!("Memory"));
     ch.drop_database().await.unwrap();
+}
+
+/// Undo the record of version 5, as if the start that applied it had died
+/// before recording it.
+async fn forget_version_5(ch: &ChClient) {
+    ch.execute(
+        "ALTER TABLE claude_schema_migrations DELETE WHERE version = 5 SETTINGS mutations_sync = 2",
+    )
+    .await
+    .unwrap();
+}
+
+/// One column of `system.tables` for `claude_tool_usage`.
+async fn tool_table(ch: &ChClient, field: &str) -> Value {
+    let sql = format!("SELECT {field} FROM system.tables WHERE database = currentDatabase() AND name = 'claude_tool_usage'");
+    scalar(ch, &sql).await
 }
 
 fn retention_cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
