@@ -57,6 +57,12 @@ pub struct Statement {
     pub sql: String,
 }
 
+/// A string as a ClickHouse SQL literal (for statements built as text,
+/// where a query parameter cannot go: scripts, DDL).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// Split a DDL file into statements: `--` comment lines are dropped, then the
 /// text is split on `;` (our DDL never has `;` inside literals).
 pub fn split_statements(origin: &str, text: &str) -> Vec<Statement> {

@@ -23,6 +23,7 @@
 //! * a replay older than the dedup window still collapses on the
 //!   ReplacingMergeTree keys (read with `FINAL`), as on one server.
 
+use super::clickhouse::quote_literal;
 use super::clickhouse::{schema_statements, Statement};
 use super::migrations::{created_object, latest, MIGRATIONS, MIGRATIONS_DDL, MIGRATIONS_TABLE};
 use super::retention;
@@ -52,16 +53,18 @@ pub struct SchemaArgs {
 /// most; beyond that the ReplacingMergeTree keys still hold.
 const REPLICATED_DEDUP_WINDOW: u32 = 10_000;
 
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
 /// Records every version as applied, so the engine finds an up-to-date
 /// database and runs no DDL (a writer-only login can start).
 fn version_insert(database: &str) -> String {
     let rows: Vec<String> = MIGRATIONS
         .iter()
-        .map(|m| format!("({}, {}, 'schema script')", m.version, quote(m.name)))
+        .map(|m| {
+            format!(
+                "({}, {}, 'schema script')",
+                m.version,
+                quote_literal(m.name)
+            )
+        })
         .collect();
     format!(
         "INSERT INTO `{database}`.{MIGRATIONS_TABLE} (version, name, host) VALUES {};\n",

@@ -29,7 +29,7 @@
 //! append a migration here that takes the previous shape to it; the upgrade
 //! test (`tests/migrations_e2e.rs`) compares the two.
 
-use super::clickhouse::{schema_statements, ChClient, Statement};
+use super::clickhouse::{quote_literal, schema_statements, ChClient, Statement};
 use super::identity::{Identity, HOST_COLUMN, USER_COLUMN};
 use anyhow::{Context, Result};
 use regex::Regex;
@@ -323,23 +323,14 @@ async fn repartition(client: &ChClient, table: &str) -> Result<bool> {
         .map(|c| format!("`{c}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let parts = client
-        .query_json(
-            "SELECT name FROM system.parts WHERE database = currentDatabase() AND table = {t:String} AND active",
-            &[("t", Value::from(table))],
-        )
-        .await?;
-    let copied = parts
-        .iter()
-        .filter_map(|r| r.get("name").and_then(Value::as_str))
-        .map(|p| format!("'{}'", p.replace(['\\', '\''], "")))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let parts = active_parts(client, table).await?;
     tracing::info!(
         table,
         parts = parts.len(),
         "re-creating the table partitioned, and copying its rows"
     );
+    let copied: Vec<String> = parts.iter().map(|p| quote_literal(p)).collect();
+    let copied = copied.join(", ");
     let copy = |into: &str, from: &str, only: &str| {
         format!("INSERT INTO {into} ({cols}) SELECT {cols} FROM {from} WHERE {only}has([{copied}], _part)")
     };
@@ -354,6 +345,22 @@ async fn repartition(client: &ChClient, table: &str) -> Result<bool> {
         client.execute(&sql).await?;
     }
     Ok(true)
+}
+
+/// The names of a table's active parts.
+async fn active_parts(client: &ChClient, table: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query_json(
+            "SELECT name FROM system.parts WHERE database = currentDatabase() AND table = {t:String} AND active",
+            &[("t", Value::from(table))],
+        )
+        .await
+        .with_context(|| format!("cannot list the parts of {table}"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect())
 }
 
 /// One column of `system.tables` for a table of this database ('' if none).
