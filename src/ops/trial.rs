@@ -10,6 +10,7 @@ use crate::parse::parse_line;
 use crate::pipeline::{plugin_limits, FallbackClock};
 use crate::plugins::api::{CallCost, PluginCaller, PluginError, PluginOutput};
 use crate::plugins::PluginsHandle;
+use crate::row::Columns;
 use crate::rules::trace::Masked;
 use crate::rules::{EntryInput, RuleSet};
 use anyhow::{anyhow, bail, Context, Result};
@@ -158,7 +159,7 @@ pub struct EntryReport {
     pub plugins: Vec<PluginCall>,
     /// Table → its rows, tables in the order their first row came, columns
     /// in the order the rule wrote them.
-    pub rows: IndexMap<String, Vec<IndexMap<String, Value>>>,
+    pub rows: IndexMap<String, Vec<Columns>>,
 }
 
 /// The rule pack and plugins in effect, loaded once for every target.
@@ -276,12 +277,7 @@ impl Trial {
                 report.outcome = if routed.dropped { "dropped" } else { "routed" };
                 report.labels = routed.labels;
                 for row in routed.rows {
-                    let columns = row
-                        .columns
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
-                        .collect();
-                    report.rows.entry(row.table).or_default().push(columns);
+                    report.rows.entry(row.table).or_default().push(row.columns);
                 }
             }
             Err(e) => report.error = Some(format!("rules: {e}")),
@@ -389,7 +385,7 @@ pub fn render(r: &EntryReport) -> String {
     for (table, rows) in &r.rows {
         for row in rows {
             let _ = writeln!(s, "  {table}");
-            for (k, v) in row {
+            for (k, v) in row.iter() {
                 let _ = writeln!(s, "    {k} = {}", short(v));
             }
         }
