@@ -5,16 +5,16 @@
 //! `project`, `user`, `host`, `limit`) and the caller's scope; its SQL is the
 //! one function named after it below.
 
-use super::{echo, filters, rows, rows_with, ApiResult, ApiState, Req, RANGE, SCOPE, TS_RANGE};
+use super::{
+    echo, filters, rows, rows_with, ApiResult, ApiState, Req, CALLS, RANGE, SCOPE, TS_RANGE,
+};
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
 /// Folded tool calls (call and result halves paired), in range and scope.
 fn calls() -> String {
-    format!(
-        "SELECT * FROM claude_tool_usage FINAL WHERE tool_name != '' AND {TS_RANGE} AND {SCOPE}"
-    )
+    format!("SELECT * FROM {CALLS} WHERE tool_name != '' AND {TS_RANGE} AND {SCOPE}")
 }
 
 /// Call → result times per tool (level 1) and the commonest errors per tool
@@ -175,7 +175,7 @@ fn tool_costs_sql() -> String {
         "SELECT tool_name, count() AS calls, round(sum(tok / n)) AS tokens, round(sum(usd / n), 6) AS cost,
                 round(sum(output / n)) AS output_tokens
          FROM (SELECT tool_name, req, count() OVER (PARTITION BY req) AS n
-               FROM (SELECT cityHash64(project, message_id) AS req, tool_name FROM claude_tool_usage FINAL
+               FROM (SELECT cityHash64(project, message_id) AS req, tool_name FROM {CALLS}
                      WHERE tool_name != '' AND message_id != '' AND {TS_RANGE} AND {SCOPE})) AS c
          INNER JOIN (SELECT cityHash64(project, message_id) AS req, ifNull(cost, 0) AS usd, output_tokens AS output,
                             input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens AS tok
@@ -208,7 +208,7 @@ fn exposure_sql() -> [String; 2] {
                           file_path, directory, is_sensitive FROM claude_file_access
                    WHERE access_type IN ('read', 'search', 'list') AND {TS_RANGE} AND {SCOPE}) AS a
              INNER JOIN (SELECT cityHash64(session_id, tool_use_id) AS call, result_size AS bytes
-                         FROM claude_tool_usage FINAL WHERE has_result = 1) AS r USING (call)
+                         FROM {CALLS} WHERE has_result = 1) AS r USING (call)
              GROUP BY GROUPING SETS ((file_path), (directory))
              ORDER BY level, bytes DESC, file_path, directory LIMIT {{lim:UInt32}} BY level"
         ),

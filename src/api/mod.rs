@@ -437,7 +437,8 @@ async fn healthz(
 
 /// `claude_tool_usage FINAL` folds each call's two partial rows (call and
 /// result) while reading, in sorting-key order: cheaper than a GROUP BY over
-/// (session_id, tool_use_id). Filters on folded columns apply after the fold.
+/// (session_id, tool_use_id), and nearly free on a partition merged into one
+/// part (schema/002). Filters on folded columns apply after the fold.
 const CALLS: &str = "claude_tool_usage FINAL";
 
 async fn tool_usage(State(s): State<ApiState>, req: Req) -> ApiResult {

@@ -4,7 +4,7 @@
 //! context size), plus the session's header. The dashboard renders it at
 //! `#/session/<id>`.
 
-use super::{filters, rows_with, ApiError, ApiResult, ApiState, Req, Rows, SCOPE};
+use super::{filters, rows_with, ApiError, ApiResult, ApiState, Req, Rows, CALLS, SCOPE};
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -66,7 +66,7 @@ fn queries() -> [String; 5] {
                     toString(timestamp) AS called_at, if(has_result = 1, toString(result_timestamp), '') AS result_at,
                     if(has_result = 1, dateDiff('millisecond', timestamp, result_timestamp), NULL) AS duration_ms,
                     has_result, is_error, error_message, result_size, result_preview
-             FROM claude_tool_usage FINAL WHERE {one} AND tool_name != ''
+             FROM {CALLS} WHERE {one} AND tool_name != ''
              ORDER BY timestamp, tool_use_id"
         ),
         format!(
