@@ -281,14 +281,20 @@ fn writer_alone(rt: &tokio::runtime::Runtime, lines: Vec<Vec<Row>>) -> f64 {
         let (tx, rx) = tokio::sync::mpsc::channel(batch.queue_capacity);
         let t0 = Instant::now();
         let task = tokio::spawn(run_writer(writer, rx));
-        for rows in lines {
-            let item = SinkItem::Rows {
-                rows,
-                checkpoint: None,
-                read_at_ms: 0,
-                permit: None,
-            };
-            tx.send(item).await.unwrap();
+        // In batches, as the router hands them over (a read chunk's lines).
+        let mut lines = lines.into_iter().peekable();
+        while lines.peek().is_some() {
+            let items = lines
+                .by_ref()
+                .take(256)
+                .map(|rows| SinkItem::Rows {
+                    rows,
+                    checkpoint: None,
+                    read_at_ms: 0,
+                    permit: None,
+                })
+                .collect();
+            tx.send(items).await.unwrap();
         }
         drop(tx);
         task.await.unwrap().unwrap();
@@ -346,6 +352,14 @@ fn main() {
             let (_, routed) = router_stages(repo, &sample);
             println!("router {routed:.0} lines/s");
         }
+        return;
+    }
+    // BENCH_WRITE_CORPUS=DIR: write the corpus there and stop (to time other
+    // loaders, or the engine under a profiler, on the bench's own files).
+    if let Ok(dir) = std::env::var("BENCH_WRITE_CORPUS") {
+        let lines = env_num("BENCH_LINES", 300_000);
+        let bytes = write_corpus(Path::new(&dir), lines);
+        println!("{lines} lines, {bytes} bytes in {dir}");
         return;
     }
     let default_lines = if std::env::var("BENCH_1M").is_ok_and(|v| v == "1") {

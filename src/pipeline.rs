@@ -1,8 +1,9 @@
 //! Wiring: source → parse → rules/plugins → sink, plus the API server.
 //!
 //! Threads and tasks:
-//! * the tailer (a std thread: blocking file I/O) hands `SourceEvent`s to the
-//!   relay (a std thread), which queues them for the router under a byte
+//! * the tailer (a std thread: blocking file I/O) hands `SourceEvent`s, a read
+//!   chunk's worth at a time, to the relay (a std thread), which queues them
+//!   for the router under a byte
 //!   budget (`batch.queue_bytes`) and an entry bound (`batch.queue_capacity`);
 //! * the router (a blocking thread) parses each line, runs the live rule pack
 //!   and plugins, and sends rows + the line's checkpoint to the writer (again
@@ -31,7 +32,9 @@ use crate::sink::privacy::Privacy;
 use crate::sink::spool::Spool;
 use crate::sink::status::{now_ms, IngestStatus};
 use crate::sink::writer::{approx_bytes, run_writer, DeadLetter, SinkItem, Writer, WriterConfig};
-use crate::source::{run_source, CheckpointStore, SourceConfig, SourceEvent, SourceLine};
+use crate::source::{
+    run_source, CheckpointStore, SourceBatch, SourceConfig, SourceEvent, SourceLine,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -478,11 +481,11 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
 
     // The tailer hands lines over one at a time; the relay queues them under
     // the byte budget (a channel alone bounds entries, not bytes).
-    let (src_tx, src_rx) = mpsc::channel::<SourceEvent>(1);
+    let (src_tx, src_rx) = mpsc::channel::<SourceBatch>(1);
     let (queue_tx, queue_rx) = mpsc::channel::<Queued>(cfg.batch.queue_capacity);
     // As deep as the source queue, so the router keeps working while the
     // writer waits on an insert (the two overlap instead of taking turns).
-    let (sink_tx, sink_rx) = mpsc::channel::<SinkItem>(cfg.batch.queue_capacity);
+    let (sink_tx, sink_rx) = mpsc::channel::<Vec<SinkItem>>(cfg.batch.queue_capacity);
     let line_budget = ByteBudget::new(cfg.batch.queue_bytes, status.clone());
     let row_budget = ByteBudget::new(cfg.batch.queue_bytes, status.clone());
 
@@ -622,35 +625,43 @@ fn progress_bar(
 }
 
 /// A source event in the router's queue, with its bytes in the queue's budget.
-type Queued = (SourceEvent, Permit);
+type Queued = (SourceBatch, Permit);
 
-/// Moves events from the tailer into the router's queue, charging each
-/// line's bytes to `budget` first (blocks while the queue is full in bytes).
+/// Moves batches from the tailer into the router's queue, charging their
+/// lines' bytes to `budget` first (blocks while the queue is full in bytes).
 fn relay_loop(
-    mut rx: mpsc::Receiver<SourceEvent>,
+    mut rx: mpsc::Receiver<SourceBatch>,
     tx: mpsc::Sender<Queued>,
     budget: Arc<ByteBudget>,
     status: Arc<IngestStatus>,
 ) {
-    while let Some(ev) = rx.blocking_recv() {
-        let bytes = match &ev {
-            SourceEvent::Line(l) => l.bytes.len() + std::mem::size_of::<SourceLine>(),
-            _ => 0,
-        };
+    while let Some(batch) = rx.blocking_recv() {
+        let bytes: usize = batch.iter().map(event_bytes).sum();
         let permit = budget.acquire(bytes);
-        status.lines_in_flight.fetch_add(1, Relaxed);
-        if tx.blocking_send((ev, permit)).is_err() {
+        status
+            .lines_in_flight
+            .fetch_add(batch.len() as u64, Relaxed);
+        if tx.blocking_send((batch, permit)).is_err() {
             break; // the router stopped
         }
     }
 }
 
+fn event_bytes(ev: &SourceEvent) -> usize {
+    match ev {
+        SourceEvent::Line(l) => l.bytes.len() + std::mem::size_of::<SourceLine>(),
+        _ => 0,
+    }
+}
+
 /// The router's side of the writer's queue.
 struct RouterSink {
-    tx: mpsc::Sender<SinkItem>,
+    tx: mpsc::Sender<Vec<SinkItem>>,
     budget: Arc<ByteBudget>,
 }
 
+/// Route each batch the relay queues and send its items to the writer at
+/// once (one hand-off per batch, like the tailer's).
 fn route_loop(
     mut rx: mpsc::Receiver<Queued>,
     sink: RouterSink,
@@ -659,35 +670,70 @@ fn route_loop(
     status: Arc<IngestStatus>,
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<()> {
-    let mut clock = FallbackClock::default();
-    while let Some((ev, permit)) = rx.blocking_recv() {
-        status.queue_depth.store(rx.len() as u64, Relaxed);
-        let item = match ev {
+    let mut router = Router {
+        plugins,
+        status,
+        progress,
+        clock: FallbackClock::default(),
+    };
+    while let Some((batch, permit)) = rx.blocking_recv() {
+        router.status.queue_depth.store(rx.len() as u64, Relaxed);
+        let rs = rules.current();
+        router
+            .status
+            .rules_generation
+            .store(rules.generation(), Relaxed);
+        let n = batch.len() as u64;
+        let mut items = Vec::with_capacity(batch.len());
+        for ev in batch {
+            router.route(ev, &rs, &mut items);
+        }
+        drop(permit);
+        // Before the send: once the writer holds the last item it must see
+        // nothing in flight, or it would wait instead of storing at once.
+        router.status.lines_in_flight.fetch_sub(n, Relaxed);
+        if !items.is_empty() && !sink.send(items) {
+            break; // the writer stopped (its error is reported by the caller)
+        }
+    }
+    Ok(())
+}
+
+/// The router's state across batches.
+struct Router {
+    plugins: PluginsHandle,
+    status: Arc<IngestStatus>,
+    progress: Option<indicatif::ProgressBar>,
+    clock: FallbackClock,
+}
+
+impl Router {
+    /// One source event → the writer's items for it, appended to `items`.
+    fn route(&mut self, ev: SourceEvent, rs: &RuleSet, items: &mut Vec<SinkItem>) {
+        let status = &self.status;
+        match ev {
             SourceEvent::Line(line) => {
                 let now = now_ms();
                 status.lines_read.fetch_add(1, Relaxed);
                 status.bytes_read.fetch_add(line.length + 1, Relaxed);
                 status.last_line_ms.store(now, Relaxed);
-                if let Some(p) = &progress {
+                if let Some(p) = &self.progress {
                     p.inc(line.next_offset - line.offset);
                 }
-                let rs = rules.current();
-                status.rules_generation.store(rules.generation(), Relaxed);
-                let rows = route_line(&line, &rs, &plugins, &status, &mut clock);
-                Some(SinkItem::Rows {
+                let rows = route_line(&line, rs, &self.plugins, status, &mut self.clock);
+                items.push(SinkItem::Rows {
                     rows,
                     checkpoint: Some((line.path.clone(), line.checkpoint())),
                     read_at_ms: now,
                     permit: None, // charged by `RouterSink::send`
-                })
+                });
             }
             SourceEvent::Reset { path, reason } => {
                 tracing::info!(path = %path.display(), %reason, "file reset: reading it from the start");
-                None
             }
             SourceEvent::Removed(path) => {
-                clock.forget(&path);
-                Some(SinkItem::Forget(path))
+                self.clock.forget(&path);
+                items.push(SinkItem::Forget(path));
             }
             SourceEvent::Renamed {
                 from,
@@ -696,39 +742,40 @@ fn route_loop(
             } => {
                 // The old name's checkpoint goes, the new name takes it; both
                 // in line order with the rows read before the rename.
-                clock.forget(&from);
-                if !sink.send(SinkItem::Forget(from)) {
-                    break;
-                }
-                Some(SinkItem::Rows {
+                self.clock.forget(&from);
+                items.push(SinkItem::Forget(from));
+                items.push(SinkItem::Rows {
                     rows: Vec::new(),
                     checkpoint: Some((Arc::new(to), checkpoint)),
                     read_at_ms: now_ms(),
                     permit: None,
-                })
+                });
             }
-            SourceEvent::CaughtUp => Some(SinkItem::CaughtUp),
-        };
-        drop(permit);
-        // Before the send: once the writer holds the last item it must see
-        // nothing in flight, or it would wait instead of storing at once.
-        status.lines_in_flight.fetch_sub(1, Relaxed);
-        if let Some(item) = item {
-            if !sink.send(item) {
-                break; // the writer stopped (its error is reported by the caller)
-            }
+            SourceEvent::CaughtUp => items.push(SinkItem::CaughtUp),
         }
     }
-    Ok(())
 }
 
 impl RouterSink {
-    /// Charge the rows' bytes to the writer queue's budget, then send.
-    fn send(&self, mut item: SinkItem) -> bool {
-        if let SinkItem::Rows { rows, permit, .. } = &mut item {
-            *permit = Some(self.budget.acquire(approx_bytes(rows)));
+    /// Charge the items' rows to the writer queue's budget, then send. The
+    /// permit rides on the last rows item: the budget is given back once the
+    /// writer has taken the whole batch.
+    fn send(&self, mut items: Vec<SinkItem>) -> bool {
+        let bytes: usize = items
+            .iter()
+            .map(|i| match i {
+                SinkItem::Rows { rows, .. } => approx_bytes(rows),
+                _ => 0,
+            })
+            .sum();
+        let last = items.iter_mut().rev().find_map(|i| match i {
+            SinkItem::Rows { permit, .. } => Some(permit),
+            _ => None,
+        });
+        if let Some(permit) = last {
+            *permit = Some(self.budget.acquire(bytes));
         }
-        self.tx.blocking_send(item).is_ok()
+        self.tx.blocking_send(items).is_ok()
     }
 }
 

@@ -558,7 +558,7 @@ impl Encoder {
     /// Caught up and nothing read is waiting anywhere upstream: store now
     /// rather than wait for more (this is what makes a live append visible
     /// within one insert).
-    fn input_idle(&self, rx: &mpsc::Receiver<SinkItem>) -> bool {
+    fn input_idle(&self, rx: &mpsc::Receiver<Vec<SinkItem>>) -> bool {
         self.caught_up && rx.is_empty() && self.status.lines_in_flight.load(Relaxed) == 0
     }
 
@@ -582,12 +582,12 @@ impl Encoder {
 
 /// What the writer loop waits for.
 enum Next {
-    Item(SinkItem),
+    Items(Vec<SinkItem>),
     Due,
     Closed,
 }
 
-async fn next(rx: &mut mpsc::Receiver<SinkItem>, deadline: Option<Instant>) -> Next {
+async fn next(rx: &mut mpsc::Receiver<Vec<SinkItem>>, deadline: Option<Instant>) -> Next {
     let item = match deadline {
         Some(d) => tokio::select! {
             item = rx.recv() => item,
@@ -595,13 +595,13 @@ async fn next(rx: &mut mpsc::Receiver<SinkItem>, deadline: Option<Instant>) -> N
         },
         None => rx.recv().await,
     };
-    item.map_or(Next::Closed, Next::Item)
+    item.map_or(Next::Closed, Next::Items)
 }
 
 /// The writer: encodes items from `rx` into batches and hands each to the
 /// storer task; when `rx` closes, the last batch is stored and the stats of
 /// the run returned.
-pub async fn run_writer(writer: Writer, rx: mpsc::Receiver<SinkItem>) -> Result<WriterStats> {
+pub async fn run_writer(writer: Writer, rx: mpsc::Receiver<Vec<SinkItem>>) -> Result<WriterStats> {
     let Writer { mut enc, sto } = writer;
     // One built batch may wait while another is stored; more would only
     // hold memory (the queues upstream absorb the rest).
@@ -617,36 +617,39 @@ pub async fn run_writer(writer: Writer, rx: mpsc::Receiver<SinkItem>) -> Result<
 
 async fn feed(
     enc: &mut Encoder,
-    mut rx: mpsc::Receiver<SinkItem>,
+    mut rx: mpsc::Receiver<Vec<SinkItem>>,
     tx: &mpsc::Sender<Building>,
 ) -> Result<()> {
     let mut b = Building::default();
     loop {
-        let flush = match next(&mut rx, b.deadline).await {
-            Next::Due => true,
+        match next(&mut rx, b.deadline).await {
+            Next::Due => hand_over(enc, &mut b, tx).await?,
             Next::Closed => {
                 let last = enc.take(&mut b);
                 return tx.send(last).await.map_err(|_| writer_gone());
             }
-            Next::Item(item) => {
-                let full = enc.accept(&mut b, item).await?;
-                if !full && enc.input_idle(&rx) {
+            Next::Items(items) => {
+                for item in items {
+                    if enc.accept(&mut b, item).await? {
+                        hand_over(enc, &mut b, tx).await?;
+                    }
+                }
+                if !b.is_empty() && enc.input_idle(&rx) {
                     // Linger a moment: the other lines of the same append are
                     // usually still on their way, and one insert is cheaper
                     // (and sooner visible) than two.
                     let soon = Instant::now() + IDLE_LINGER;
                     b.deadline = Some(b.deadline.map_or(soon, |d| d.min(soon)));
                 }
-                full
-            }
-        };
-        if flush {
-            let done = enc.take(&mut b);
-            if tx.send(done).await.is_err() {
-                return Err(writer_gone());
             }
         }
     }
+}
+
+/// The batch is complete: hand it to the storer.
+async fn hand_over(enc: &mut Encoder, b: &mut Building, tx: &mpsc::Sender<Building>) -> Result<()> {
+    let done = enc.take(b);
+    tx.send(done).await.map_err(|_| writer_gone())
 }
 
 /// Convenience for tests and the pipeline: error if the writer task died.

@@ -14,7 +14,7 @@
 use super::discover::{file_id, Found, Patterns, Stat};
 use super::offsets::{fingerprint_bytes, FileCheckpoint, FINGERPRINT_BYTES};
 use super::watch::Watch;
-use super::{FileId, SourceConfig, SourceEvent, SourceLine, SourceStats};
+use super::{FileId, SourceBatch, SourceConfig, SourceEvent, SourceLine, SourceStats};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ pub(crate) type Alive = bool;
 pub(crate) struct Tailer<'a> {
     pub cfg: &'a SourceConfig,
     pub pats: Patterns,
-    tx: Sender<SourceEvent>,
+    tx: Sender<SourceBatch>,
     pub shutdown: Arc<AtomicBool>,
     pub files: BTreeMap<PathBuf, Tracked>,
     /// The files that may have an unterminated line pending (a superset of
@@ -159,7 +159,7 @@ impl Tailer<'_> {
     pub fn new(
         cfg: &SourceConfig,
         pats: Patterns,
-        tx: Sender<SourceEvent>,
+        tx: Sender<SourceBatch>,
         shutdown: Arc<AtomicBool>,
         watch: Option<Watch>,
     ) -> Tailer<'_> {
@@ -181,7 +181,11 @@ impl Tailer<'_> {
     }
 
     pub fn send(&self, ev: SourceEvent) -> Alive {
-        self.tx.blocking_send(ev).is_ok()
+        self.send_batch(vec![ev])
+    }
+
+    fn send_batch(&self, batch: SourceBatch) -> Alive {
+        self.tx.blocking_send(batch).is_ok()
     }
 
     pub fn project_of(&self, path: &Path) -> Arc<str> {
@@ -375,15 +379,15 @@ impl Tailer<'_> {
             let t = self.files.get_mut(path)?;
             split_lines(t, &buf[..n], pos, self.cfg.max_line_bytes, &mut pending);
             pos += n as u64;
-            for ev in pending.drain(..) {
-                if let SourceEvent::Line(l) = &ev {
+            for ev in &pending {
+                if let SourceEvent::Line(l) = ev {
                     self.stats.lines += 1;
                     self.stats.bytes += l.next_offset - l.offset;
                 }
-                // Hand lines over chunk by chunk (backpressure applies here).
-                if !self.send(ev) {
-                    return None;
-                }
+            }
+            // Hand lines over chunk by chunk (backpressure applies here).
+            if !pending.is_empty() && !self.send_batch(std::mem::take(&mut pending)) {
+                return None;
             }
             if self.shutdown.load(Ordering::Relaxed) {
                 break;

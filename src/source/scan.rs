@@ -11,7 +11,7 @@ use super::discover::{walk_root, Found, Patterns, Stat};
 use super::follow::{read_head, Alive, Tailer, Tracked};
 use super::offsets::{fingerprint_bytes, FileCheckpoint, FINGERPRINT_BYTES};
 use super::watch::{Events, Watch, Work};
-use super::{FileId, SourceConfig, SourceEvent, SourceStats};
+use super::{FileId, SourceBatch, SourceConfig, SourceEvent, SourceStats};
 use anyhow::{bail, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -282,7 +282,7 @@ fn start_watch(cfg: &SourceConfig) -> (Option<Watch>, Option<Events>) {
 pub fn run_source(
     cfg: &SourceConfig,
     start: HashMap<PathBuf, FileCheckpoint>,
-    tx: Sender<SourceEvent>,
+    tx: Sender<SourceBatch>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<SourceStats> {
     if !cfg.root.is_dir() {

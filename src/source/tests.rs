@@ -49,8 +49,8 @@ fn pass_with(c: &SourceConfig, start: HashMap<PathBuf, FileCheckpoint>) -> Vec<S
     let (tx, mut rx) = mpsc::channel(10_000);
     run_source(c, start, tx, Arc::new(AtomicBool::new(false))).unwrap();
     let mut out = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        out.push(e);
+    while let Ok(batch) = rx.try_recv() {
+        out.extend(batch);
     }
     out
 }
@@ -96,6 +96,33 @@ fn apply(m: &mut HashMap<PathBuf, FileCheckpoint>, evs: &[SourceEvent]) {
             SourceEvent::Reset { .. } | SourceEvent::CaughtUp => {}
         }
     }
+}
+
+/// A read chunk's lines cross to the consumer as one batch, in order: one
+/// hand-off per chunk, not per line (each may wake a thread).
+#[test]
+fn a_read_chunk_is_handed_over_as_one_batch() {
+    let d = tempfile::tempdir().unwrap();
+    let text: String = (0..1000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    write(&d.path().join("p/s.jsonl"), text.as_bytes());
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let c = cfg(d.path(), false, 1024);
+    run_source(&c, HashMap::new(), tx, Arc::new(AtomicBool::new(false))).unwrap();
+    let mut batches = Vec::new();
+    while let Ok(batch) = rx.try_recv() {
+        batches.push(batch);
+    }
+    // 11 KB of lines: one chunk, then CaughtUp on its own.
+    assert_eq!(
+        batches.len(),
+        2,
+        "{:?}",
+        batches.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    let got: Vec<String> = batches.iter().flat_map(|b| lines(b)).collect();
+    let want: Vec<String> = text.lines().map(str::to_string).collect();
+    assert_eq!(got, want);
+    assert!(matches!(batches[1][..], [SourceEvent::CaughtUp]));
 }
 
 #[test]
@@ -226,7 +253,9 @@ fn missing_root_is_a_clear_error() {
 }
 
 struct Live {
-    rx: mpsc::Receiver<SourceEvent>,
+    rx: mpsc::Receiver<SourceBatch>,
+    /// Events of a batch not yet looked at.
+    received: std::collections::VecDeque<SourceEvent>,
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<Result<SourceStats, String>>>,
 }
@@ -247,6 +276,7 @@ impl Live {
         });
         Live {
             rx,
+            received: Default::default(),
             stop,
             handle: Some(handle),
         }
@@ -255,8 +285,12 @@ impl Live {
     fn next(&mut self) -> SourceEvent {
         let t0 = std::time::Instant::now();
         loop {
-            if let Ok(e) = self.rx.try_recv() {
+            if let Some(e) = self.received.pop_front() {
                 return e;
+            }
+            if let Ok(batch) = self.rx.try_recv() {
+                self.received.extend(batch);
+                continue;
             }
             assert!(t0.elapsed() < Duration::from_secs(5), "no event within 5 s");
             std::thread::sleep(Duration::from_millis(1));
@@ -286,8 +320,11 @@ impl Live {
     /// Nothing arrives for `d`.
     fn quiet_for(&mut self, d: Duration) {
         std::thread::sleep(d);
-        if let Ok(e) = self.rx.try_recv() {
+        if let Some(e) = self.received.front() {
             panic!("expected no event, got {e:?}");
+        }
+        if let Ok(batch) = self.rx.try_recv() {
+            panic!("expected no event, got {batch:?}");
         }
     }
 

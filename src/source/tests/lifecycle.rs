@@ -119,7 +119,14 @@ fn symlinked_project_dirs_are_followed_once_without_loops() {
     let c = cfg(&root, false, 1024);
     let st = run_source(&c, HashMap::new(), tx, Arc::new(AtomicBool::new(false))).unwrap();
     let mut got = Vec::new();
-    while let Ok(SourceEvent::Line(l)) = rx.try_recv() {
+    let mut events = Vec::new();
+    while let Ok(batch) = rx.try_recv() {
+        events.extend(batch);
+    }
+    for l in events.into_iter().map_while(|e| match e {
+        SourceEvent::Line(l) => Some(l),
+        _ => None,
+    }) {
         got.push((
             l.project.to_string(),
             String::from_utf8_lossy(&l.bytes).into_owned(),
@@ -231,9 +238,11 @@ fn unreadable_paths_are_logged_once() {
     });
     stopper.join().unwrap();
     let mut got = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        if let SourceEvent::Line(l) = e {
-            got.push(String::from_utf8_lossy(&l.bytes).into_owned());
+    while let Ok(batch) = rx.try_recv() {
+        for e in batch {
+            if let SourceEvent::Line(l) = e {
+                got.push(String::from_utf8_lossy(&l.bytes).into_owned());
+            }
         }
     }
     assert_eq!(got, vec!["{\"ok\":1}"]);
@@ -265,8 +274,8 @@ fn non_utf8_project_dir_is_read_and_checkpointed_exactly() {
     .unwrap();
     assert_eq!(st.non_utf8_paths, 1);
     let mut evs = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        evs.push(e);
+    while let Ok(batch) = rx.try_recv() {
+        evs.extend(batch);
     }
     let mut got: Vec<(String, String)> = evs
         .iter()
