@@ -214,7 +214,8 @@ pub struct BatchSection {
     /// Upper bound on how long a row waits; when the input is caught up a batch
     /// is flushed at once, so this only matters under a steady trickle.
     pub max_delay_ms: u64,
-    /// Bounded queues between the tailer and the sink, in entries: the backpressure bound.
+    /// Bounded queues between the tailer and the sink, in lines (held in
+    /// batches of a read chunk's lines): the backpressure bound.
     pub queue_capacity: usize,
     /// Byte bound of each of those queues (an entry larger than this passes alone).
     pub queue_bytes: usize,
