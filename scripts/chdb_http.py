@@ -678,7 +678,10 @@ def main():
     os.makedirs(data, mode=0o700, exist_ok=True)
     SPOOL_DIR = os.path.join(data, "_http_spool")
     os.makedirs(SPOOL_DIR, mode=0o700, exist_ok=True)
-    DB_PATH = "file:" + data
+    # The memory worker re-reads the process's RSS to correct ClickHouse's
+    # memory tracker; at its default tick (~100 ms) it was half of an idle
+    # engine's CPU. Once a second is still far finer than inserts change RSS.
+    DB_PATH = "file:" + data + "?memory_worker_period_ms=1000"
     # Keep one connection open for the process lifetime: the engine shuts down
     # when its last connection closes, and per-request connections come and go.
     keeper = chdb.connect(DB_PATH)

@@ -2,7 +2,8 @@
 //! child killed with SIGKILL is respawned and ingestion continues with no loss;
 //! an immediate restart after `kill -9` of the engine succeeds; the front
 //! answers a burst of concurrent requests with a bounded number of threads,
-//! turning away what it cannot queue with 503 + Retry-After.
+//! turning away what it cannot queue with 503 + Retry-After; and, idle, the
+//! engine's memory worker ticks once a second (issue 11).
 
 mod common;
 
@@ -235,4 +236,26 @@ async fn a_burst_of_requests_gets_answers_or_503_not_threads() {
         peak <= before + 16,
         "the front grew from {before} to {peak} threads"
     );
+}
+
+/// Idle is idle (issue 11): ClickHouse's memory worker re-reads the process's
+/// RSS at ~10 Hz by default, half of an idle engine's CPU; the front runs it
+/// once a second. (The CPU itself is measured by benches/ingest_throughput.rs.)
+#[tokio::test]
+async fn the_memory_worker_ticks_once_a_second() {
+    let Some(e) = claude_ingest::sink::testing::embedded() else {
+        return;
+    };
+    let r = e.access().credentials(Role::Reader);
+    let body = reqwest::Client::new()
+        .post(e.url())
+        .basic_auth(&r.user, Some(&r.password))
+        .body("SELECT value FROM system.server_settings WHERE name = 'memory_worker_period_ms'")
+        .send()
+        .await
+        .expect("the front answers")
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body.trim(), "1000");
 }
