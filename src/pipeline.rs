@@ -24,7 +24,7 @@ use crate::row::Row;
 use crate::rules::pack::{Provider, RuleSource};
 use crate::rules::reload::{spawn_rules_watcher, RulesHandle};
 use crate::rules::{EntryInput, RuleSet};
-use crate::sink::budget::{ByteBudget, Permit};
+use crate::sink::budget::{Permit, QueueBudget};
 use crate::sink::clickhouse::{ChClient, ChSettings};
 use crate::sink::embedded::{private_dir, Access, Credentials, EmbeddedClickHouse, Exposed, Role};
 use crate::sink::identity::{Identity, RowStamp};
@@ -480,15 +480,17 @@ pub async fn run(cfg: &Config, opts: RunOptions) -> Result<RunSummary> {
     };
 
     // The tailer hands a read chunk's lines over at once; the relay queues
-    // them under the byte budget (a channel alone bounds entries, not bytes).
+    // them under a budget of lines and bytes (see sink::budget: a channel
+    // alone bounds batches, which may hold one line or 512). Every batch
+    // holds a line, so a channel as deep as the line bound never binds first.
     let (src_tx, src_rx) = mpsc::channel::<SourceBatch>(1);
-    let batches = queue_batches(cfg.batch.queue_capacity);
-    let (queue_tx, queue_rx) = mpsc::channel::<Queued>(batches);
+    let depth = cfg.batch.queue_capacity.max(2);
+    let (queue_tx, queue_rx) = mpsc::channel::<Queued>(depth);
     // As deep as the source queue, so the router keeps working while the
     // writer waits on an insert (the two overlap instead of taking turns).
-    let (sink_tx, sink_rx) = mpsc::channel::<Vec<SinkItem>>(batches);
-    let line_budget = ByteBudget::new(cfg.batch.queue_bytes, status.clone());
-    let row_budget = ByteBudget::new(cfg.batch.queue_bytes, status.clone());
+    let (sink_tx, sink_rx) = mpsc::channel::<Vec<SinkItem>>(depth);
+    let line_budget = QueueBudget::new(depth, cfg.batch.queue_bytes, status.clone());
+    let row_budget = QueueBudget::new(depth, cfg.batch.queue_bytes, status.clone());
 
     let source_shutdown = shutdown.clone();
     let source = std::thread::Builder::new()
@@ -628,30 +630,17 @@ fn progress_bar(
 /// A source event in the router's queue, with its bytes in the queue's budget.
 type Queued = (SourceBatch, Permit);
 
-/// Lines in a read chunk of a backfill (256 KiB of ~500-byte lines), the unit
-/// the queues hold.
-const LINES_PER_BATCH: usize = 512;
-
-/// `batch.queue_capacity` counts lines; the queues hold batches of about
-/// `LINES_PER_BATCH` (single lines while following), at least two so the
-/// stages overlap. Counted in batches, 2048 would let each queue fill its
-/// whole byte budget during a backfill (engine RSS 137 → 200+ MiB) for no
-/// gain in speed (measured: 8 MiB of queue went as fast as 32).
-fn queue_batches(lines: usize) -> usize {
-    lines.div_ceil(LINES_PER_BATCH).max(2)
-}
-
 /// Moves batches from the tailer into the router's queue, charging their
-/// lines' bytes to `budget` first (blocks while the queue is full in bytes).
+/// lines and bytes to `budget` first (blocks while the queue is full).
 fn relay_loop(
     mut rx: mpsc::Receiver<SourceBatch>,
     tx: mpsc::Sender<Queued>,
-    budget: Arc<ByteBudget>,
+    budget: Arc<QueueBudget>,
     status: Arc<IngestStatus>,
 ) {
     while let Some(batch) = rx.blocking_recv() {
         let bytes: usize = batch.iter().map(event_bytes).sum();
-        let permit = budget.acquire(bytes);
+        let permit = budget.acquire(batch.len(), bytes);
         status
             .lines_in_flight
             .fetch_add(batch.len() as u64, Relaxed);
@@ -671,7 +660,7 @@ fn event_bytes(ev: &SourceEvent) -> usize {
 /// The router's side of the writer's queue.
 struct RouterSink {
     tx: mpsc::Sender<Vec<SinkItem>>,
-    budget: Arc<ByteBudget>,
+    budget: Arc<QueueBudget>,
 }
 
 /// Route each batch the relay queues and send its items to the writer at
@@ -776,6 +765,8 @@ impl RouterSink {
     /// permit rides on the last rows item: the budget is given back once the
     /// writer has taken the whole batch.
     fn send(&self, mut items: Vec<SinkItem>) -> bool {
+        // About one item per line routed (rows, a dead letter, a marker).
+        let lines = items.len();
         let bytes: usize = items
             .iter()
             .map(|i| match i {
@@ -788,7 +779,7 @@ impl RouterSink {
             _ => None,
         });
         if let Some(permit) = last {
-            *permit = Some(self.budget.acquire(bytes));
+            *permit = Some(self.budget.acquire(lines, bytes));
         }
         self.tx.blocking_send(items).is_ok()
     }
