@@ -10,7 +10,8 @@
 //!   ClickHouse), with its peak RSS;
 //! * the writer alone (encode → spool → insert → commit) fed rows routed
 //!   beforehand, in process, into the same ClickHouse;
-//! * `ingest` following unchanged files: CPU used while idle;
+//! * `ingest` following unchanged files, on a ClickHouse of its own (fresh,
+//!   as on a laptop): CPU of the engine and of that ClickHouse while idle;
 //! * append → row visible with the default config (p50 / p95);
 //! * idle CPU again once it follows 20,000 more files (`BENCH_IDLE_FILES`).
 //!
@@ -20,7 +21,8 @@
 //!
 //! `cargo bench --bench ingest_throughput` (env BENCH_LINES, default 300000,
 //! or BENCH_1M=1 for the 1M-line corpus; BENCH_RUNS 3; BENCH_WRITER_LINES
-//! 30000; BENCH_IDLE_SECS 30: CPU is counted in 10 ms ticks; BENCH_APPENDS 60).
+//! 30000; BENCH_IDLE_SECS 30: CPU is counted in 10 ms ticks;
+//! BENCH_SETTLE_SECS 90; BENCH_APPENDS 60).
 
 use claude_ingest::config::BatchSection;
 use claude_ingest::parse::parse_line;
@@ -28,6 +30,7 @@ use claude_ingest::plugins::api::NoPlugins;
 use claude_ingest::row::Row;
 use claude_ingest::rules::{EntryInput, RuleSet};
 use claude_ingest::sink::clickhouse::{ChClient, ChSettings};
+use claude_ingest::sink::embedded::{EmbeddedClickHouse, Role};
 use claude_ingest::sink::spool::Spool;
 use claude_ingest::sink::status::IngestStatus;
 use claude_ingest::sink::testing;
@@ -456,14 +459,15 @@ fn main() {
         format!("{peak_rss:.0}"),
         String::new(),
     );
+    let pair = |(engine, all): (f64, f64)| format!("{engine:.2} / {all:.2}");
     row(
-        "idle ingest CPU (% of one core): the engine alone",
-        format!("{:.2}", f.idle_engine),
+        "idle CPU just after catching up: engine / + its ClickHouse (%)",
+        pair(f.fresh),
         String::new(),
     );
     row(
-        "idle ingest CPU (% of one core): engine + its ClickHouse",
-        format!("{:.2}", f.idle),
+        "idle CPU, settled: engine / + its ClickHouse (% of one core)",
+        pair(f.settled),
         String::new(),
     );
     row(
@@ -473,10 +477,10 @@ fn main() {
     );
     row(
         &format!(
-            "idle, {} more files: engine / with ClickHouse (%)",
+            "idle, settled, {} more files: engine / + ClickHouse",
             f.many_files
         ),
-        format!("{:.2} / {:.2}", f.many_engine, f.many),
+        pair(f.many),
         String::new(),
     );
     println!(
@@ -487,16 +491,18 @@ fn main() {
 
 /// What the following engine costs and how fast it shows a line.
 struct Follow {
-    /// Idle CPU (% of one core): the engine alone, then with its ClickHouse.
-    idle_engine: f64,
-    idle: f64,
+    /// Idle CPU (% of one core), the engine alone and with its ClickHouse:
+    /// in the window right after catching up (ClickHouse still merges what
+    /// was just inserted), and settled (`BENCH_SETTLE_SECS` after the last
+    /// write, past the merges forced 60 s after an insert).
+    fresh: (f64, f64),
+    settled: (f64, f64),
     /// Append → visible p50 / p95 (ms).
     p50: f64,
     p95: f64,
-    /// The same idle figures once it tracks `many_files` more files.
+    /// Idle, settled, once it tracks `many_files` more files.
     many_files: usize,
-    many_engine: f64,
-    many: f64,
+    many: (f64, f64),
 }
 
 /// `many` sessions of one exchange each, 200 to a project directory: a heavy
@@ -520,7 +526,12 @@ fn follow(rt: &tokio::runtime::Runtime) -> Follow {
     let root = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     write_corpus(root.path(), 1200);
-    let settings = testing::settings("bench_follow");
+    // A ClickHouse of its own, fresh as on a laptop: the test engine the
+    // other phases share still merges and removes what they wrote and
+    // dropped, which an idle window must not count (it read 1.97 % for 0.15).
+    let ch_dir = tempfile::tempdir().unwrap();
+    let own = EmbeddedClickHouse::start(None, ch_dir.path()).unwrap();
+    let settings = own.settings(Role::Writer, &testing::fresh_database("bench_follow"));
     let child = engine(
         &["ingest", "--no-api"],
         &settings,
@@ -543,17 +554,21 @@ fn follow(rt: &tokio::runtime::Runtime) -> Follow {
     };
     caught_up(1200);
     std::thread::sleep(Duration::from_secs(2));
-    // The engine and the test ClickHouse are both children of this process:
-    // their CPU while nothing changes is what an idle laptop pays.
-    let me = std::process::id();
+    // The engine and its ClickHouse: their CPU while nothing changes is what
+    // an idle laptop pays.
     let engine_pid = child.0.id();
+    let ch_pid = own.child_pid().expect("the engine's ClickHouse runs") as u32;
     let idle_cpu = || {
-        let (all0, engine0) = (children_cpu(me), cpu_secs(engine_pid));
+        let (engine0, ch0) = (cpu_secs(engine_pid), cpu_secs(ch_pid));
         std::thread::sleep(Duration::from_secs_f64(idle_secs));
-        let all = (children_cpu(me) - all0) / idle_secs * 100.0;
-        ((cpu_secs(engine_pid) - engine0) / idle_secs * 100.0, all)
+        let engine = (cpu_secs(engine_pid) - engine0) / idle_secs * 100.0;
+        let ch = (cpu_secs(ch_pid) - ch0) / idle_secs * 100.0;
+        (engine, engine + ch)
     };
-    let (idle_engine, idle) = idle_cpu();
+    let settle = Duration::from_secs(env_num("BENCH_SETTLE_SECS", 90) as u64);
+    let fresh = idle_cpu();
+    std::thread::sleep(settle.saturating_sub(Duration::from_secs_f64(idle_secs)));
+    let settled = idle_cpu();
     let file: PathBuf = root.path().join("-home-dev-project-0/session-0000.jsonl");
     let mut lat = Vec::new();
     for n in 0..appends {
@@ -586,27 +601,15 @@ fn follow(rt: &tokio::runtime::Runtime) -> Follow {
     let many_files = env_num("BENCH_IDLE_FILES", 20_000);
     let added = write_many(root.path(), many_files);
     caught_up((1200 + appends + added) as u64);
-    // Long enough for ClickHouse's merges of those inserts to finish.
-    std::thread::sleep(Duration::from_secs(20));
-    let (many_engine, many) = idle_cpu();
+    std::thread::sleep(settle);
+    let many = idle_cpu();
     rt.block_on(ch.drop_database()).ok();
     Follow {
-        idle_engine,
-        idle,
+        fresh,
+        settled,
         p50: pct(0.5),
         p95: pct(0.95),
         many_files,
-        many_engine,
         many,
     }
-}
-
-/// CPU used by the live children of `pid` (and their children).
-fn children_cpu(pid: u32) -> f64 {
-    let kids =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    kids.split_whitespace()
-        .filter_map(|k| k.parse::<u32>().ok())
-        .map(|k| cpu_secs(k) + children_cpu(k))
-        .sum()
 }
