@@ -680,8 +680,6 @@ fn route_loop(
         clock: FallbackClock::default(),
     };
     while let Some((batch, permit)) = rx.blocking_recv() {
-        let waiting = router.status.lines_in_flight.load(Relaxed);
-        router.status.queue_depth.store(waiting, Relaxed);
         let rs = rules.current();
         router
             .status
@@ -692,10 +690,11 @@ fn route_loop(
         for ev in batch {
             router.route(ev, &rs, &mut items);
         }
-        drop(permit);
         // Before the send: once the writer holds the last item it must see
         // nothing in flight, or it would wait instead of storing at once.
+        // Before the permit: in flight never counts more than the budget holds.
         router.status.lines_in_flight.fetch_sub(n, Relaxed);
+        drop(permit);
         if !items.is_empty() && !sink.send(items) {
             break; // the writer stopped (its error is reported by the caller)
         }

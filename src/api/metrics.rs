@@ -151,7 +151,7 @@ fn register_ingest(r: &mut Registry, s: &StatusSnapshot) {
     gauge(
         r,
         "queue_depth_entries",
-        "Entries waiting between the tailer and the sink",
+        "Lines waiting between the tailer and the writer",
         s.queue_depth,
     );
     gauge(

@@ -25,8 +25,6 @@ pub struct IngestStatus {
     pub dead_letters: AtomicU64,
     pub redactions: AtomicU64,
     pub insert_failures: AtomicU64,
-    /// Entries waiting between the tailer and the sink (the bounded queue).
-    pub queue_depth: AtomicU64,
     pub queue_capacity: AtomicU64,
     /// Rows accepted by the sink but not yet stored.
     pub pending_rows: AtomicU64,
@@ -160,7 +158,10 @@ impl IngestStatus {
             dead_letters: self.dead_letters.load(Relaxed),
             redactions: self.redactions.load(Relaxed),
             insert_failures: self.insert_failures.load(Relaxed),
-            queue_depth: self.queue_depth.load(Relaxed),
+            // The lines the queues hold: a view of `lines_in_flight`, which
+            // the router gives back before the queue's budget (so it never
+            // exceeds the capacity the budget enforces).
+            queue_depth: self.lines_in_flight.load(Relaxed),
             queue_capacity: self.queue_capacity.load(Relaxed),
             pending_rows: self.pending_rows.load(Relaxed),
             ingestion_lag_ms: if oldest == 0 {
