@@ -207,9 +207,12 @@ pub struct BatchSection {
     /// Rows per insert while following (caught up, little waiting upstream).
     pub max_rows: usize,
     /// Size threshold while behind (backfill, or a burst queued upstream):
-    /// bigger inserts amortise ClickHouse's per-insert cost when latency does not matter.
+    /// bigger inserts amortise ClickHouse's per-insert cost (parts written
+    /// and merged) when latency does not matter.
     pub backfill_max_rows: usize,
-    /// Encoded bytes per insert: a batch is flushed at this size whatever its row count.
+    /// Encoded bytes per insert: a batch is flushed at this size whatever its
+    /// row count. A batch is built in its spool file, so this costs disk (up
+    /// to three batches: building, waiting, being stored), not memory.
     pub max_bytes: usize,
     /// Upper bound on how long a row waits; when the input is caught up a batch
     /// is flushed at once, so this only matters under a steady trickle.
@@ -225,8 +228,8 @@ impl Default for BatchSection {
     fn default() -> Self {
         BatchSection {
             max_rows: 500,
-            backfill_max_rows: 20_000,
-            max_bytes: 16 << 20,
+            backfill_max_rows: 200_000,
+            max_bytes: 64 << 20,
             max_delay_ms: 1000,
             queue_capacity: 2048,
             queue_bytes: 32 << 20,

@@ -2,7 +2,8 @@
 //! prompts, as in the hardening report's 400 KB–4 MB cases) keeps the engine's
 //! resident memory under a fixed bound at the default queue and batch sizes.
 //! Before the byte budgets, the queues (2,048 lines each) and the 20,000-row
-//! batch held the whole corpus, several times over.
+//! batch held the whole corpus, several times over; batches are now built in
+//! the spool file, so their size costs no memory.
 
 mod common;
 
@@ -74,10 +75,12 @@ async fn large_entries_keep_memory_bounded_in_bytes() {
         count(&ch, "SELECT count() FROM claude_messages").await,
         entries as u64
     );
-    // Default budgets: 2 × 32 MiB queues + a 16 MiB batch, plus the line and
-    // rows being routed and the allocator's slack.
+    // Default budgets: 2 × 32 MiB queues, plus the buffers of the batch being
+    // built (its rows go to the spool file as they are encoded), the line and
+    // rows being routed and the allocator's slack. Measured: 105 MiB (154
+    // when a batch was built in memory).
     assert!(
-        grown < 200 << 20,
+        grown < 140 << 20,
         "engine memory grew by {} MiB for a {} MiB corpus",
         grown >> 20,
         corpus >> 20

@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use clickhouse::insert_formatted::InsertFormatted;
 use clickhouse::Compression;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -380,6 +381,21 @@ impl ChClient {
     /// deduplication token: replaying the same (token, data) is a no-op, which is
     /// what makes spool replay after a crash exactly-once.
     pub async fn insert_json_each_row(&self, table: &str, data: Bytes, token: &str) -> Result<()> {
+        let mut insert = self.json_each_row_insert(table, token)?;
+        insert
+            .send(data)
+            .await
+            .with_context(|| format!("insert into {table} failed"))?;
+        insert
+            .end()
+            .await
+            .with_context(|| format!("insert into {table} failed"))
+    }
+
+    /// A JSONEachRow insert into `table` with a deduplication token, its data
+    /// sent in pieces (`send`) and committed by `end`: a batch's rows are
+    /// streamed from the spool rather than held in memory whole.
+    pub fn json_each_row_insert(&self, table: &str, token: &str) -> Result<InsertFormatted> {
         if !valid_identifier(table) {
             bail!("invalid table name `{table}`");
         }
@@ -387,7 +403,7 @@ impl ChClient {
             "INSERT INTO `{}`.`{}` FORMAT JSONEachRow",
             self.settings.database, table
         );
-        let mut insert = self
+        Ok(self
             .base
             .insert_formatted_with(sql)
             .with_setting("insert_deduplicate", "1")
@@ -401,15 +417,7 @@ impl ChClient {
             .with_setting("input_format_parallel_parsing", "0")
             .with_setting("max_insert_block_size", "10000000")
             .with_setting("min_insert_block_size_rows", "0")
-            .with_setting("min_insert_block_size_bytes", "0");
-        insert
-            .send(data)
-            .await
-            .with_context(|| format!("insert into {table} failed"))?;
-        insert
-            .end()
-            .await
-            .with_context(|| format!("insert into {table} failed"))
+            .with_setting("min_insert_block_size_bytes", "0"))
     }
 
     /// Run a read query with server-side parameters (`{name:Type}` in the SQL,

@@ -11,7 +11,7 @@
 
 use super::clickhouse::{classify_error, ChClient, FailureKind};
 use super::identity::RowStamp;
-use super::spool::{Spool, SpooledBatch, TableRows};
+use super::spool::{Lines, Spool, SpooledBatch, TableRows};
 use super::status::{now_ms, timings, IngestStatus};
 use super::writer::{
     encode_row, sink_dead_letter, Building, TableCols, WriterStats, DEAD_LETTER_TABLE,
@@ -74,9 +74,9 @@ impl Storer {
             let cps = building.checkpoint_updates();
             self.commit_checkpoints(&cps).await?;
         } else {
-            let batch = Arc::new(building.into_batch(self.next_batch_id())?);
             let t0 = std::time::Instant::now();
-            self.spool_write(&batch).await?;
+            let id = self.next_batch_id();
+            let batch = self.seal(building, id).await?;
             tracing::debug!(batch = %batch.batch_id, ms = t0.elapsed().as_millis() as u64, "batch spooled");
             self.store(&batch).await?;
         }
@@ -89,16 +89,23 @@ impl Storer {
         Ok(())
     }
 
-    /// Write the batch to the spool off the async threads: an fsync of
-    /// megabytes must not stall the task that feeds the next batch.
-    async fn spool_write(&self, batch: &Arc<SpooledBatch>) -> Result<()> {
+    /// Seal the batch's spool file (its rest, trailer, fsync) off the async
+    /// threads: an fsync of megabytes must not stall the task that feeds the
+    /// next batch. Retried until it succeeds (disk full holds the batch).
+    pub(crate) async fn seal(&self, building: Building, batch_id: String) -> Result<SpooledBatch> {
+        let (file, checkpoints) = building.into_file();
+        let file = Arc::new(std::sync::Mutex::new(file));
         let (status, shutdown) = (&self.status, &self.shutdown);
         retry_local(status, shutdown, "spooling a batch", || {
-            let (spool, batch) = (self.spool.clone(), batch.clone());
+            let (spool, file) = (self.spool.clone(), file.clone());
+            let (id, cps) = (batch_id.clone(), checkpoints.clone());
             async move {
-                tokio::task::spawn_blocking(move || spool.write(&batch))
-                    .await
-                    .context("the spool write panicked")?
+                tokio::task::spawn_blocking(move || {
+                    let mut file = file.lock().map_err(|_| anyhow!("a spool write panicked"))?;
+                    spool.seal(&mut file, &id, &cps)
+                })
+                .await
+                .context("the spool write panicked")?
             }
         })
         .await
@@ -210,7 +217,7 @@ impl Storer {
 /// failing state disk must hold the batch back, never drop it. `/healthz`
 /// says why meanwhile. Gives up only when shutting down (nothing committed,
 /// so the lines are read again on the next start).
-async fn retry_local<T, F: Future<Output = Result<T>>>(
+pub(crate) async fn retry_local<T, F: Future<Output = Result<T>>>(
     status: &IngestStatus,
     shutdown: &AtomicBool,
     what: &str,
@@ -263,6 +270,23 @@ struct Rejected {
     error: String,
 }
 
+impl Rejected {
+    fn new(table: &str, lines: &Lines, index: usize, error: &anyhow::Error) -> Rejected {
+        Rejected {
+            table: table.to_string(),
+            index,
+            row: lines.row(index).to_vec(),
+            error: format!("{error:#}"),
+        }
+    }
+}
+
+/// What one insert sends: a table's rows, or a range of them (bisection).
+enum Body<'a> {
+    All(&'a TableRows),
+    Part(Bytes),
+}
+
 /// What an insert needs, cloneable into concurrent tasks.
 #[derive(Clone)]
 struct Inserter {
@@ -276,8 +300,9 @@ struct Inserter {
 }
 
 impl Inserter {
-    /// Insert all rows; on a data error split the range in halves until the
-    /// bad rows are alone: k bad rows in n cost O(k log n) inserts, not n.
+    /// Insert all rows (streamed from the spool); on a data error split them
+    /// in halves until the bad rows are alone: k bad rows in n cost
+    /// O(k log n) inserts, not n.
     async fn insert_bisect(
         &self,
         table: &str,
@@ -285,30 +310,34 @@ impl Inserter {
         prefix: &str,
     ) -> Result<(u64, Vec<Rejected>)> {
         let n = rows.len();
-        let (mut stored, mut rejected) = (0u64, Vec::new());
-        let mut todo = vec![(0, n)];
+        let err = match self.insert_retrying(table, Body::All(rows), prefix).await {
+            Ok(()) => return Ok((n as u64, Vec::new())),
+            Err(e) if classify_error(&e) != FailureKind::Data => return Err(e),
+            Err(e) => e,
+        };
+        tracing::warn!(table, rows = n, error = %format!("{err:#}"), "batch rejected; bisecting it to find the bad rows");
+        // Only now are the rows needed in memory, with their boundaries.
+        let lines = rows.lines().await?;
+        let mut rejected = Vec::new();
+        let mut todo = Vec::new();
+        if n == 1 {
+            rejected.push(Rejected::new(table, &lines, 0, &err));
+        } else {
+            todo = vec![(n / 2, n), (0, n / 2)];
+        }
+        let mut stored = 0u64;
         while let Some((lo, hi)) = todo.pop() {
             if lo == hi {
                 continue;
             }
             let token = range_token(prefix, lo, hi, n);
-            match self
-                .insert_retrying(table, rows.range(lo, hi), &token)
-                .await
-            {
+            let part = Body::Part(lines.range(lo, hi));
+            match self.insert_retrying(table, part, &token).await {
                 Ok(()) => stored += (hi - lo) as u64,
                 // Shutting down mid-outage: stop; the batch stays spooled.
                 Err(e) if classify_error(&e) != FailureKind::Data => return Err(e),
-                Err(e) if hi - lo == 1 => rejected.push(Rejected {
-                    table: table.to_string(),
-                    index: lo,
-                    row: rows.row(lo).to_vec(),
-                    error: format!("{e:#}"),
-                }),
-                Err(e) => {
-                    if lo == 0 && hi == n {
-                        tracing::warn!(table, rows = n, error = %format!("{e:#}"), "batch rejected; bisecting it to find the bad rows");
-                    }
+                Err(e) if hi - lo == 1 => rejected.push(Rejected::new(table, &lines, lo, &e)),
+                Err(_) => {
                     let mid = lo + (hi - lo) / 2;
                     todo.push((mid, hi));
                     todo.push((lo, mid));
@@ -318,11 +347,37 @@ impl Inserter {
         Ok((stored, rejected))
     }
 
+    /// One insert attempt: a whole table is streamed a segment at a time.
+    async fn insert_once(&self, table: &str, body: &Body<'_>, token: &str) -> Result<()> {
+        let rows = match body {
+            Body::Part(data) => {
+                return self
+                    .client
+                    .insert_json_each_row(table, data.clone(), token)
+                    .await
+            }
+            Body::All(rows) => rows,
+        };
+        let mut insert = self.client.json_each_row_insert(table, token)?;
+        for i in 0..rows.chunk_count() {
+            // Dropping an insert before `end` aborts it: nothing half-stored.
+            let chunk = rows.chunk(i).await?;
+            insert
+                .send(chunk)
+                .await
+                .with_context(|| format!("insert into {table} failed"))?;
+        }
+        insert
+            .end()
+            .await
+            .with_context(|| format!("insert into {table} failed"))
+    }
+
     /// Insert, retrying storage and availability failures with capped
     /// exponential backoff for as long as it takes (the batch is safe in the
     /// spool meanwhile). Returns an error only for a data error, or when
     /// shutting down (anything else is never a data error).
-    async fn insert_retrying(&self, table: &str, data: Bytes, token: &str) -> Result<()> {
+    async fn insert_retrying(&self, table: &str, body: Body<'_>, token: &str) -> Result<()> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0u32;
         let mut failed = false;
@@ -330,11 +385,7 @@ impl Inserter {
             attempt += 1;
             self.inserts.fetch_add(1, Relaxed);
             let t0 = std::time::Instant::now();
-            let err = match self
-                .client
-                .insert_json_each_row(table, data.clone(), token)
-                .await
-            {
+            let err = match self.insert_once(table, &body, token).await {
                 Ok(()) => {
                     timings().insert_seconds.observe(t0.elapsed().as_secs_f64());
                     self.settle(failed);

@@ -1,9 +1,10 @@
 //! Batching writer: encode → spool → insert → commit.
 //!
 //! Each row is encoded once (JSONEachRow, unknown columns dropped) into its
-//! table's buffer as it arrives; those same bytes are spooled (fsync) and then
-//! inserted table by table with dedup tokens. Only then are the source
-//! checkpoints committed. Encoding and storing are two tasks: the writer
+//! table's buffer as it arrives; full buffers go to the batch's spool file as
+//! it is built, so a big batch costs disk, not memory. The sealed file
+//! (fsync) is then inserted table by table, streamed, with dedup tokens. Only
+//! then are the source checkpoints committed. Encoding and storing are two tasks: the writer
 //! builds batch N+1 while the storer (`store.rs`) spools, inserts and commits
 //! batch N, in order, with at most one built batch waiting between them.
 //!
@@ -14,16 +15,16 @@
 use super::budget::Permit;
 use super::clickhouse::ChClient;
 use super::identity::{is_identity_column, RowStamp, HOST_COLUMN, USER_COLUMN};
-use super::spool::{LegacyBatch, Spool, Spooled, SpooledBatch, TableRows};
+use super::spool::{BatchFile, LegacyBatch, Spool, Spooled};
 use super::status::IngestStatus;
-use super::store::Storer;
+use super::store::{retry_local, Storer};
 use crate::row::Row;
 use crate::source::{CheckpointStore, FileCheckpoint};
 use anyhow::{anyhow, Context, Result};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -138,7 +139,10 @@ pub(crate) type Warned = FxHashSet<(String, String)>;
 /// Encoder state: which tables and columns exist.
 struct Encoder {
     client: ChClient,
+    /// Where batches are built (see `spool/file.rs`).
+    spool: Spool,
     status: Arc<IngestStatus>,
+    shutdown: Arc<AtomicBool>,
     cfg: WriterConfig,
     tables: FxHashMap<String, TableCols>,
     /// Tables looked up again since the last flush (one schema refresh each).
@@ -204,10 +208,9 @@ pub fn approx_bytes(rows: &[Row]) -> usize {
         .sum()
 }
 
-/// The batch being built: rows already encoded per table.
-#[derive(Default)]
+/// The batch being built: rows already encoded per table, in its spool file.
 pub(crate) struct Building {
-    tables: FxHashMap<String, Vec<u8>>,
+    file: BatchFile,
     /// Checkpoint updates in arrival order; consecutive updates of one file
     /// (the common case) share an entry.
     checkpoints: Vec<(Arc<PathBuf>, Option<FileCheckpoint>)>,
@@ -219,6 +222,17 @@ pub(crate) struct Building {
 }
 
 impl Building {
+    pub(crate) fn new(spool: &Spool) -> Building {
+        Building {
+            file: spool.batch_file(),
+            checkpoints: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            dead_letters: 0,
+            deadline: None,
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.rows == 0 && self.checkpoints.is_empty()
     }
@@ -246,17 +260,10 @@ impl Building {
         out
     }
 
-    pub(crate) fn into_batch(self, batch_id: String) -> Result<SpooledBatch> {
-        let checkpoints = self.checkpoint_updates();
-        let mut tables = BTreeMap::new();
-        for (t, data) in self.tables {
-            tables.insert(t, TableRows::from_lines(data)?);
-        }
-        Ok(SpooledBatch {
-            batch_id,
-            tables,
-            checkpoints,
-        })
+    /// The rows' file and the checkpoints they complete (to seal the batch).
+    pub(crate) fn into_file(self) -> (BatchFile, Vec<(PathBuf, Option<FileCheckpoint>)>) {
+        let cps = self.checkpoint_updates();
+        (self.file, cps)
     }
 }
 
@@ -367,10 +374,10 @@ impl Writer {
             .ok_or_else(|| anyhow!("the {DEAD_LETTER_TABLE} table is missing"))?;
         let sto = Storer {
             client: client.clone(),
-            spool,
+            spool: spool.clone(),
             checkpoints,
             status: status.clone(),
-            shutdown,
+            shutdown: shutdown.clone(),
             dead_letter_cols,
             stamp: cfg.stamp.clone(),
             seq: 0,
@@ -380,7 +387,9 @@ impl Writer {
         };
         let enc = Encoder {
             client,
+            spool,
             status,
+            shutdown,
             cfg,
             tables,
             refreshed: FxHashSet::default(),
@@ -405,7 +414,10 @@ impl Writer {
         for spooled in pending {
             let batch = match spooled {
                 Spooled::Encoded(b) => b,
-                Spooled::Legacy(b) => self.enc.encode_legacy(b).await?,
+                Spooled::Legacy(b) => {
+                    let (id, building) = self.enc.encode_legacy(b).await?;
+                    self.sto.seal(building, id).await?
+                }
             };
             tracing::info!(batch = %batch.batch_id, rows = batch.row_count(), "replaying spooled batch");
             self.sto.store(&batch).await?;
@@ -419,7 +431,7 @@ impl Writer {
         rows: Vec<Row>,
         checkpoints: Vec<(PathBuf, Option<FileCheckpoint>)>,
     ) -> Result<()> {
-        let mut b = Building::default();
+        let mut b = Building::new(&self.enc.spool);
         self.enc.add_rows(&mut b, rows).await?;
         for (p, cp) in checkpoints {
             b.set_checkpoint(Arc::new(p), cp);
@@ -430,10 +442,10 @@ impl Writer {
 }
 
 impl Encoder {
-    /// A batch spooled by an older version: encode it under its own id, so
-    /// its dedup tokens are the ones that version used.
-    async fn encode_legacy(&mut self, b: LegacyBatch) -> Result<SpooledBatch> {
-        let mut building = Building::default();
+    /// A batch spooled by an older version: encode it to be sealed under its
+    /// own id, so its dedup tokens are the ones that version used.
+    async fn encode_legacy(&mut self, b: LegacyBatch) -> Result<(String, Building)> {
+        let mut building = Building::new(&self.spool);
         for (table, rows) in b.tables {
             let rows = rows
                 .into_iter()
@@ -448,7 +460,7 @@ impl Encoder {
         for (p, cp) in b.checkpoints {
             building.set_checkpoint(Arc::new(p), cp);
         }
-        building.into_batch(b.batch_id)
+        Ok((b.batch_id, building))
     }
 
     /// Encode rows into the batch; rows for a table that does not exist
@@ -462,10 +474,7 @@ impl Encoder {
             }
             match self.tables.get(table) {
                 Some(known) => {
-                    if !b.tables.contains_key(table) {
-                        b.tables.insert(table.to_string(), Vec::new());
-                    }
-                    let out = b.tables.get_mut(table).context("table buffer vanished")?;
+                    let out = b.file.row_buffer(table)?;
                     let before = out.len();
                     encode_row(out, &r, Some(known), &mut self.warned)?;
                     b.bytes += out.len() - before;
@@ -475,7 +484,14 @@ impl Encoder {
             b.rows += 1;
         }
         self.status.batch_bytes.store(b.bytes as u64, Relaxed);
-        Ok(())
+        // Full buffers go to the spool file; a full disk holds the batch
+        // (and, through the queues, the tailer) until there is room.
+        let (status, shutdown) = (&self.status, &self.shutdown);
+        retry_local(status, shutdown, "spooling a batch", || {
+            let spilled = b.file.spill();
+            async { spilled }
+        })
+        .await
     }
 
     fn add_missing_table_row(&mut self, b: &mut Building, r: &Row) -> Result<()> {
@@ -493,7 +509,7 @@ impl Encoder {
             .tables
             .get(DEAD_LETTER_TABLE)
             .ok_or_else(|| anyhow!("the {DEAD_LETTER_TABLE} table is missing"))?;
-        let out = b.tables.entry(DEAD_LETTER_TABLE.to_string()).or_default();
+        let out = b.file.row_buffer(DEAD_LETTER_TABLE)?;
         let before = out.len();
         encode_row(out, &dl, Some(known), &mut self.warned)?;
         b.bytes += out.len() - before;
@@ -566,7 +582,7 @@ impl Encoder {
     fn take(&mut self, b: &mut Building) -> Building {
         self.refreshed.clear();
         self.status.batch_bytes.store(0, Relaxed);
-        std::mem::take(b)
+        std::mem::replace(b, Building::new(&self.spool))
     }
 
     async fn refresh_schema(&mut self) {
@@ -620,7 +636,7 @@ async fn feed(
     mut rx: mpsc::Receiver<Vec<SinkItem>>,
     tx: &mpsc::Sender<Building>,
 ) -> Result<()> {
-    let mut b = Building::default();
+    let mut b = Building::new(&enc.spool);
     loop {
         match next(&mut rx, b.deadline).await {
             Next::Due => hand_over(enc, &mut b, tx).await?,
@@ -660,8 +676,10 @@ pub fn writer_gone() -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::spool::{SpooledBatch, TableRows};
     use crate::sink::testing;
     use crate::source::{FileCheckpoint, FileId};
+    use std::collections::BTreeMap;
 
     fn cfg() -> WriterConfig {
         WriterConfig {
@@ -710,7 +728,8 @@ mod tests {
     #[test]
     fn checkpoint_updates_keep_the_last_per_file() {
         let (a, b) = (Arc::new(PathBuf::from("/a")), Arc::new(PathBuf::from("/b")));
-        let mut bl = Building::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut bl = Building::new(&Spool::open(dir.path()).unwrap());
         bl.set_checkpoint(a.clone(), Some(cp(1)));
         bl.set_checkpoint(a.clone(), Some(cp(2)));
         assert_eq!(bl.checkpoints.len(), 1);
@@ -804,6 +823,7 @@ mod tests {
             Spool::open(&dir.path().join("spool"))
                 .unwrap()
                 .write(&batch)
+                .await
                 .unwrap();
             let mut w = writer(dir.path(), ch.clone()).await;
             assert_eq!(w.replay_spool().await.unwrap(), 1);
@@ -854,14 +874,14 @@ mod tests {
         let rows = (0..n)
             .map(|i| usage_row(i, if i == 617 { -1 } else { 10 }, Some("/f")))
             .collect();
-        let mut b = Building::default();
+        let mut b = Building::new(&w.enc.spool);
         w.enc.add_rows(&mut b, rows).await.unwrap();
         let id = w.sto.next_batch_id();
-        let batch = b.into_batch(id).unwrap();
-        Spool::open(&dir.path().join("spool"))
-            .unwrap()
-            .write(&batch)
-            .unwrap();
+        let batch = w.sto.seal(b, id.clone()).await.unwrap();
+        // What a crash before the commit leaves: the sealed file.
+        let spooled = dir.path().join(format!("spool/{id}.spool"));
+        let kept = dir.path().join("kept.spool");
+        std::fs::copy(&spooled, &kept).unwrap();
         w.sto.store(&batch).await.unwrap();
         let inserts = w.stats().inserts;
         assert!(
@@ -886,10 +906,7 @@ mod tests {
             .unwrap()
             .starts_with("/f#claude_messages:"));
 
-        Spool::open(&dir.path().join("spool"))
-            .unwrap()
-            .write(&batch)
-            .unwrap();
+        std::fs::copy(&kept, &spooled).unwrap();
         let mut w = writer(dir.path(), ch.clone()).await;
         assert_eq!(w.replay_spool().await.unwrap(), 1);
         assert_eq!(c(ch.query_json(stored, &[]).await.unwrap()), n as u64 - 1);
@@ -924,17 +941,28 @@ mod tests {
         ch.drop_database().await.unwrap();
     }
 
-    /// The spool (state dir) is full: the batch is retried, nothing is
-    /// committed, /healthz says why; with space back it is stored once.
+    /// The spool (state dir) is full when the batch is sealed: it is retried,
+    /// nothing is committed, /healthz says why; with space back it is stored once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_spool_disk_holds_the_batch_and_commits_nothing() {
+        full_spool_disk_holds_the_batch(100_000).await;
+    }
+
+    /// The same when the disk fills while the batch is built (rows bigger
+    /// than a segment are written to the spool as they are encoded).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spool_disk_full_while_building_holds_the_batch_too() {
+        full_spool_disk_holds_the_batch(crate::sink::spool::SEGMENT_BYTES).await;
+    }
+
+    async fn full_spool_disk_holds_the_batch(content_bytes: usize) {
         let Some(mnt) = testing::SmallTmpfs::mount("64k") else {
             return;
         };
         let ch = testing::fresh_client("spoolfull").await;
         let mut w = writer(mnt.path(), ch.clone()).await;
         let status = w.sto.status.clone();
-        let big = "x".repeat(100_000);
+        let big = "x".repeat(content_bytes);
         let rows = (0..3)
             .map(|i| msg(&format!("m{i}"), "2026-10-01T00:00:00Z").with("content", big.clone()))
             .collect();
