@@ -98,9 +98,20 @@ fn text<'a>(f: &Func, args: &Args<'a, '_>) -> Out<'a> {
         }
         Func::Preview => {
             let n = args.num(1).unwrap_or(0.0).max(0.0) as usize;
-            args.text(0, |t| t.chars().take(n).collect())
+            // The first n characters as one slice (not collected char by char).
+            args.text(0, |t| match t.char_indices().nth(n) {
+                Some((end, _)) => t[..end].to_string(),
+                None => t.to_string(),
+            })
         }
-        Func::Sha256 => args.text(0, |t| hex::encode(Sha256::digest(t.as_bytes()))),
+        Func::Sha256 => args.text(0, |t| {
+            // Into a fixed buffer: `hex::encode` builds its String char by char.
+            let mut hex = [0u8; 64];
+            match hex::encode_to_slice(Sha256::digest(t.as_bytes()), &mut hex) {
+                Ok(()) => String::from_utf8_lossy(&hex).into_owned(),
+                Err(_) => String::new(),
+            }
+        }),
         Func::Json => {
             let v = args.get(0);
             // `to_string` (not `Display`): the same compact text, without the

@@ -97,6 +97,9 @@ fn paths_operators_and_functions() {
     assert_eq!(ev("cost('unknown', 5, 5, 5, 5)", &d), Value::Null);
     assert_eq!(ev("context_window(message.model)", &d), json!(200000));
     assert_eq!(ev("preview('héllo', 2)", &d), json!("hé"));
+    assert_eq!(ev("preview('héllo', 5)", &d), json!("héllo"));
+    assert_eq!(ev("preview('héllo', 9)", &d), json!("héllo"));
+    assert_eq!(ev("preview('héllo', 0)", &d), json!(""));
     assert_eq!(
         ev("sha256('abc')", &d),
         json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
