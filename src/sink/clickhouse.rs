@@ -381,21 +381,42 @@ impl ChClient {
     /// deduplication token: replaying the same (token, data) is a no-op, which is
     /// what makes spool replay after a crash exactly-once.
     pub async fn insert_json_each_row(&self, table: &str, data: Bytes, token: &str) -> Result<()> {
+        let one = |_| std::future::ready(Ok(data.clone()));
+        self.insert_json_each_row_chunks(table, token, 1, one).await
+    }
+
+    /// The same insert with its data sent in `chunks` pieces, piece `i` from
+    /// `chunk(i)`: a batch's rows are streamed from the spool rather than
+    /// held in memory whole. An error before the end aborts the insert
+    /// (nothing half-stored).
+    pub async fn insert_json_each_row_chunks<F, Fut>(
+        &self,
+        table: &str,
+        token: &str,
+        chunks: usize,
+        mut chunk: F,
+    ) -> Result<()>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes>>,
+    {
         let mut insert = self.json_each_row_insert(table, token)?;
-        insert
-            .send(data)
-            .await
-            .with_context(|| format!("insert into {table} failed"))?;
+        for i in 0..chunks {
+            let data = chunk(i).await?;
+            insert
+                .send(data)
+                .await
+                .with_context(|| format!("insert into {table} failed"))?;
+        }
         insert
             .end()
             .await
             .with_context(|| format!("insert into {table} failed"))
     }
 
-    /// A JSONEachRow insert into `table` with a deduplication token, its data
-    /// sent in pieces (`send`) and committed by `end`: a batch's rows are
-    /// streamed from the spool rather than held in memory whole.
-    pub fn json_each_row_insert(&self, table: &str, token: &str) -> Result<InsertFormatted> {
+    /// A JSONEachRow insert into `table` with a deduplication token and the
+    /// settings every insert of ours carries.
+    fn json_each_row_insert(&self, table: &str, token: &str) -> Result<InsertFormatted> {
         if !valid_identifier(table) {
             bail!("invalid table name `{table}`");
         }

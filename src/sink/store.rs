@@ -349,28 +349,19 @@ impl Inserter {
 
     /// One insert attempt: a whole table is streamed a segment at a time.
     async fn insert_once(&self, table: &str, body: &Body<'_>, token: &str) -> Result<()> {
-        let rows = match body {
+        match body {
             Body::Part(data) => {
-                return self
-                    .client
-                    .insert_json_each_row(table, data.clone(), token)
+                let data = data.clone();
+                self.client.insert_json_each_row(table, data, token).await
+            }
+            Body::All(rows) => {
+                let chunks = rows.chunk_count();
+                let client = &self.client;
+                client
+                    .insert_json_each_row_chunks(table, token, chunks, |i| rows.chunk(i))
                     .await
             }
-            Body::All(rows) => rows,
-        };
-        let mut insert = self.client.json_each_row_insert(table, token)?;
-        for i in 0..rows.chunk_count() {
-            // Dropping an insert before `end` aborts it: nothing half-stored.
-            let chunk = rows.chunk(i).await?;
-            insert
-                .send(chunk)
-                .await
-                .with_context(|| format!("insert into {table} failed"))?;
         }
-        insert
-            .end()
-            .await
-            .with_context(|| format!("insert into {table} failed"))
     }
 
     /// Insert, retrying storage and availability failures with capped

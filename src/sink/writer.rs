@@ -4,9 +4,10 @@
 //! table's buffer as it arrives; full buffers go to the batch's spool file as
 //! it is built, so a big batch costs disk, not memory. The sealed file
 //! (fsync) is then inserted table by table, streamed, with dedup tokens. Only
-//! then are the source checkpoints committed. Encoding and storing are two tasks: the writer
-//! builds batch N+1 while the storer (`store.rs`) spools, inserts and commits
-//! batch N, in order, with at most one built batch waiting between them.
+//! then are the source checkpoints committed. Encoding and storing are two
+//! tasks: the writer builds batch N+1 while the storer (`store.rs`) seals,
+//! inserts and commits batch N, in order, with at most one built batch
+//! waiting between them.
 //!
 //! Batches are flushed as soon as the input is caught up (nothing queued
 //! upstream), so a live append is visible within one insert; they grow big

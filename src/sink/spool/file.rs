@@ -87,18 +87,12 @@ impl BatchFile {
     /// Append every full buffer to the file. On an error (disk full) nothing
     /// is lost: the buffers stay, and a retry writes them at the same offsets.
     pub fn spill(&mut self) -> Result<()> {
-        let full: Vec<String> = self
-            .tables
-            .iter()
-            .filter(|(_, t)| t.buf.len() >= SEGMENT_BYTES)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in full {
-            let file = self.open()?;
-            let t = self
-                .tables
-                .get_mut(&name)
-                .context("table buffer vanished")?;
+        let full = |t: &TableBuf| t.buf.len() >= SEGMENT_BYTES;
+        if !self.tables.values().any(full) {
+            return Ok(());
+        }
+        let file = self.open()?;
+        for t in self.tables.values_mut().filter(|t| full(t)) {
             let seg = write_at(&file, &self.tmp, &t.buf, self.len)?;
             self.len += seg.len;
             t.rows += count_rows(&t.buf);

@@ -94,6 +94,9 @@ impl TableRows {
 
     /// The rows in memory with their boundaries (what bisection slices).
     pub async fn lines(&self) -> Result<Lines> {
+        if let Source::Memory(lines) = &self.source {
+            return Ok(lines.clone());
+        }
         let mut data = Vec::with_capacity(self.bytes());
         for i in 0..self.chunk_count() {
             data.extend_from_slice(&self.chunk(i).await?);
