@@ -24,6 +24,8 @@ struct State {
 }
 
 impl State {
+    /// The context of the plugin steps: the document may still change, so
+    /// its paths are walked, not resolved once.
     fn ctx<'a>(&'a self, env: &'a Env) -> Ctx<'a> {
         Ctx {
             entry: &self.doc,
@@ -32,6 +34,7 @@ impl State {
             vars: &self.vars,
             labels: &self.labels,
             env,
+            paths: &[],
         }
     }
 
@@ -40,9 +43,7 @@ impl State {
     }
 
     fn add_label(&mut self, l: String) {
-        if !self.labels.contains(&l) {
-            self.labels.push(l);
-        }
+        add_label(&mut self.labels, l);
     }
 
     fn finish(self, rows: Vec<Row>, dropped: bool, seen: Option<&mut Seen>) -> Routed {
@@ -55,6 +56,27 @@ impl State {
             labels: self.labels,
             redactions: self.redactions as u32,
             dropped,
+        }
+    }
+}
+
+/// The final document of an entry with its paths resolved once.
+struct Resolved<'a> {
+    doc: &'a Value,
+    paths: &'a [&'a Value],
+    env: &'a Env,
+}
+
+impl<'a> Resolved<'a> {
+    fn ctx<'b>(&'b self, vars: &'b [Value], labels: &'b [String]) -> Ctx<'b> {
+        Ctx {
+            entry: self.doc,
+            item: None,
+            index: None,
+            vars,
+            labels,
+            env: self.env,
+            paths: self.paths,
         }
     }
 }
@@ -93,19 +115,65 @@ impl RuleSet {
             return Ok(st.finish(Vec::new(), true, seen));
         }
         st.vars[slot::REDACTIONS] = Value::from(st.redactions);
-        self.derive(&mut st);
-        self.classify(&mut st);
-        st.vars[slot::LABELS] = Value::Array(st.labels.iter().cloned().map(Value::from).collect());
-        let ctx = st.ctx(&self.env);
+        let State {
+            doc,
+            mut vars,
+            mut labels,
+            redactions,
+        } = st;
+        let (rows, dropped) = self.entry_rows(&doc, &mut vars, &mut labels);
+        let st = State {
+            doc,
+            vars,
+            labels,
+            redactions,
+        };
+        let mut rows = rows;
+        if !dropped {
+            rows.extend(plugin_rows);
+        }
+        Ok(st.finish(rows, dropped, seen))
+    }
+
+    /// Derive, classify, drop and the table rules on the final document; true
+    /// when a drop rule drops the entry.
+    fn entry_rows(
+        &self,
+        doc: &Value,
+        vars: &mut Vec<Value>,
+        labels: &mut Vec<String>,
+    ) -> (Vec<Row>, bool) {
+        let mut paths = Vec::with_capacity(self.program.slots.paths_len());
+        self.program.slots.resolve_paths(doc, &mut paths);
+        let entry = Resolved {
+            doc,
+            paths: &paths,
+            env: &self.env,
+        };
+        for d in &self.program.derive {
+            let ctx = entry.ctx(vars, labels);
+            if d.when.as_ref().is_none_or(|w| w.truthy(&ctx)) {
+                let v = d.value.eval(&ctx).into_owned();
+                vars[d.slot] = v;
+            }
+        }
+        for c in &self.program.classify {
+            let ctx = entry.ctx(vars, labels);
+            if c.when.as_ref().is_none_or(|w| w.truthy(&ctx)) {
+                let new = c.labels.of(&ctx);
+                new.into_iter().for_each(|l| add_label(labels, l));
+            }
+        }
+        vars[slot::LABELS] = Value::Array(labels.iter().cloned().map(Value::from).collect());
+        let ctx = entry.ctx(vars, labels);
         if self.program.drop.iter().any(|d| d.truthy(&ctx)) {
-            return Ok(st.finish(Vec::new(), true, seen));
+            return (Vec::new(), true);
         }
         let mut rows = Vec::new();
         for t in &self.program.tables {
             t.rows(&ctx, &mut rows);
         }
-        rows.extend(plugin_rows);
-        Ok(st.finish(rows, false, seen))
+        (rows, false)
     }
 
     /// Redaction (first: nothing below sees a secret) and the builtin variables.
@@ -217,35 +285,21 @@ impl RuleSet {
         rows.extend(out.rows);
         out.drop
     }
+}
 
-    /// Derived variables, in order (each may use the ones before it).
-    fn derive(&self, st: &mut State) {
-        for d in &self.program.derive {
-            if !st.holds(&d.when, &self.env) {
-                continue;
-            }
-            let v = d.value.eval(&st.ctx(&self.env)).into_owned();
-            st.vars[d.slot] = v;
-        }
+/// Add `l` unless the entry has it already.
+fn add_label(labels: &mut Vec<String>, l: String) {
+    if !labels.contains(&l) {
+        labels.push(l);
     }
+}
 
-    fn classify(&self, st: &mut State) {
-        for c in &self.program.classify {
-            if !st.holds(&c.when, &self.env) {
-                continue;
-            }
-            match &c.labels {
-                LabelSource::Fixed(l) => {
-                    if !st.labels.contains(l) {
-                        st.labels.push(l.clone());
-                    }
-                }
-                LabelSource::Dynamic(e) => {
-                    for l in dynamic_labels(e, &st.ctx(&self.env)) {
-                        st.add_label(l);
-                    }
-                }
-            }
+impl LabelSource {
+    /// The labels this classify step gives the entry.
+    fn of(&self, ctx: &Ctx<'_>) -> Vec<String> {
+        match self {
+            LabelSource::Fixed(l) => vec![l.clone()],
+            LabelSource::Dynamic(e) => dynamic_labels(e, ctx),
         }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Expressions are compiled once when a rule file loads: regexes, globs and
 //! function names are checked, `$variables` become slots of the per-entry
-//! variable vector ([`Slots`]) and `lookup` / `in_globs` hold the map or glob
-//! list itself, so evaluating an entry neither hashes a name nor copies the
-//! JSON document. Grammar, loosest binding first:
+//! variable vector ([`Slots`]), paths into the entry get an id per distinct
+//! path (resolved once per entry, [`Slots::resolve_paths`]) and `lookup` /
+//! `in_globs` hold the map or glob list itself, so evaluating an entry
+//! neither hashes a name nor copies the JSON document. Grammar, loosest binding first:
 //!
 //! ```text
 //! expr   := or
@@ -54,6 +55,11 @@ pub struct Env {
 pub struct Slots {
     names: Vec<String>,
     index: FxHashMap<String, usize>,
+    /// Every distinct path into the entry the rules mention, prefixes
+    /// included (`message.usage.input_tokens` is `message`, then `.usage`,
+    /// then `.input_tokens`): its parent's id and its last step.
+    paths: Vec<(Option<u32>, Seg)>,
+    path_index: FxHashMap<(Option<u32>, Seg), u32>,
 }
 
 /// Slots of the variables the rule engine sets itself.
@@ -84,6 +90,8 @@ impl Default for Slots {
         let mut s = Slots {
             names: Vec::new(),
             index: FxHashMap::default(),
+            paths: Vec::new(),
+            path_index: FxHashMap::default(),
         };
         for name in slot::BUILTINS {
             s.slot(name);
@@ -122,6 +130,38 @@ impl Slots {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+
+    /// How many distinct entry paths the rules mention.
+    pub fn paths_len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// The id of the entry path `segs` (non-empty), its prefixes interned too.
+    fn entry_path(&mut self, segs: &[Seg]) -> u32 {
+        let mut parent = None;
+        for seg in segs {
+            let key = (parent, seg.clone());
+            let next = self.paths.len() as u32;
+            let id = *self.path_index.entry(key).or_insert(next);
+            if id == next {
+                self.paths.push((parent, seg.clone()));
+            }
+            parent = Some(id);
+        }
+        parent.unwrap_or_default()
+    }
+
+    /// Every entry path the rules mention, resolved in `entry` (by id; a
+    /// parent always comes before its children). Done once per entry, when
+    /// the document no longer changes: the rules look up the same few paths
+    /// (`type`, `message.content`, `message.usage.*`) dozens of times.
+    pub fn resolve_paths<'a>(&self, entry: &'a Value, out: &mut Vec<&'a Value>) {
+        out.clear();
+        for (parent, seg) in &self.paths {
+            let base = parent.map_or(entry, |p| out[p as usize]);
+            out.push(eval::step(base, seg));
+        }
+    }
 }
 
 /// Evaluation context for one entry (and one `for_each` item).
@@ -133,6 +173,9 @@ pub struct Ctx<'a> {
     pub index: Option<&'a Value>,
     /// The entry's variables, indexed by [`Slots`].
     pub vars: &'a [Value],
+    /// The entry's paths by id ([`Slots::resolve_paths`]); empty while the
+    /// document may still change (plugin steps): paths are then walked.
+    pub paths: &'a [&'a Value],
     pub labels: &'a [String],
     pub env: &'a Env,
 }
@@ -146,7 +189,7 @@ enum Root {
     Index(usize),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Seg {
     Key(String),
     Index(usize),
@@ -171,6 +214,9 @@ enum BinOp {
 enum Node {
     Lit(Value),
     Path(Root, Vec<Seg>),
+    /// A path into the entry: its id in [`Slots`], and its steps (walked when
+    /// the context has no resolved paths).
+    EntryPath(u32, Vec<Seg>),
     List(Vec<Node>),
     Not(Box<Node>),
     Neg(Box<Node>),

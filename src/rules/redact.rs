@@ -11,9 +11,13 @@
 //! regex also replaces the whole string value of every JSON object key it
 //! matches (`{"client_secret": "..."}` in a tool input), whatever its text.
 
+mod memo;
+
+use memo::Table;
 use regex::{Captures, Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One `redact:` item of a rule file.
 #[derive(Debug, Deserialize)]
@@ -158,7 +162,12 @@ pub struct Redactor {
     /// Every `key` regex at once: most object keys name no secret field, and
     /// one set test per key is cheaper than one regex per pattern.
     keys: Option<RegexSet>,
+    /// Names this redactor in the per-thread memory of judged strings.
+    id: u64,
 }
+
+/// Redactor ids: 0 is the empty default one, which never scans.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Redactor {
     pub fn new(patterns: Vec<Pattern>) -> Result<Redactor, regex::Error> {
@@ -180,6 +189,7 @@ impl Redactor {
             patterns,
             set,
             keys,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -195,10 +205,14 @@ impl Redactor {
     /// pushes the names of the patterns that fired, once per replacement.
     pub fn redact_str(&self, s: &str, hits: &mut Vec<String>) -> Option<String> {
         let set = self.set.as_ref()?;
+        if memo::recall(self.id, Table::Clean, s).is_some() {
+            return None;
+        }
         // `is_match` stops at the first hit and needs no overlapping search:
         // the common case (no secret) costs one scan instead of the slower
         // all-patterns one.
         if !set.is_match(s) {
+            memo::remember(self.id, Table::Clean, s, 0);
             return None;
         }
         let matched = set.matches(s);
@@ -218,13 +232,30 @@ impl Redactor {
     }
 
     /// The key pattern whose `key` regex names `key` as a secret field, if any.
+    /// Object keys repeat from line to line: the answer is remembered.
     fn secret_key(&self, key: &str) -> Option<&Pattern> {
+        let index = match memo::recall(self.id, Table::Keys, key) {
+            Some(answer) => usize::from(answer).checked_sub(1),
+            None => {
+                let index = self.key_pattern(key);
+                // an index past what a byte holds is simply not remembered
+                if let Ok(answer) = u8::try_from(index.map_or(0, |i| i + 1)) {
+                    memo::remember(self.id, Table::Keys, key, answer);
+                }
+                index
+            }
+        };
+        index.and_then(|i| self.patterns.get(i))
+    }
+
+    /// The index of the first pattern whose `key` regex matches `key`.
+    fn key_pattern(&self, key: &str) -> Option<usize> {
         if !self.keys.as_ref().is_some_and(|k| k.is_match(key)) {
             return None;
         }
         self.patterns
             .iter()
-            .find(|p| p.key.as_ref().is_some_and(|k| k.is_match(key)))
+            .position(|p| p.key.as_ref().is_some_and(|k| k.is_match(key)))
     }
 
     /// Redact every string in `doc` in place. Object keys are left alone

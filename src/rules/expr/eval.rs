@@ -24,6 +24,10 @@ pub(super) fn eval<'a>(node: &'a Node, ctx: &Ctx<'a>) -> Cow<'a, Value> {
     match node {
         Node::Lit(v) => Cow::Borrowed(v),
         Node::Path(root, segs) => Cow::Borrowed(walk(base(root, ctx), segs)),
+        Node::EntryPath(id, segs) => Cow::Borrowed(match ctx.paths.get(*id as usize) {
+            Some(v) => v,
+            None => walk(ctx.entry, segs),
+        }),
         Node::List(items) => Cow::Owned(Value::Array(
             items.iter().map(|n| eval(n, ctx).into_owned()).collect(),
         )),
@@ -76,15 +80,17 @@ fn any<'a>(items: &'a [Node], ctx: &Ctx<'a>) -> Cow<'a, Value> {
     eval(last, ctx)
 }
 
-fn walk<'a>(mut v: &'a Value, segs: &[Seg]) -> &'a Value {
-    for s in segs {
-        v = match (s, v) {
-            (Seg::Key(k), Value::Object(m)) => m.get(k).unwrap_or(&NULL),
-            (Seg::Index(i), Value::Array(a)) => a.get(*i).unwrap_or(&NULL),
-            _ => &NULL,
-        };
+fn walk<'a>(v: &'a Value, segs: &[Seg]) -> &'a Value {
+    segs.iter().fold(v, step)
+}
+
+/// One step of a path: a key of an object or an element of an array.
+pub(super) fn step<'a>(v: &'a Value, s: &Seg) -> &'a Value {
+    match (s, v) {
+        (Seg::Key(k), Value::Object(m)) => m.get(k).unwrap_or(&NULL),
+        (Seg::Index(i), Value::Array(a)) => a.get(*i).unwrap_or(&NULL),
+        _ => &NULL,
     }
-    v
 }
 
 fn binary(op: BinOp, l: &Value, r: &Value) -> Value {

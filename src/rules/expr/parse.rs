@@ -322,7 +322,10 @@ impl Parser<'_> {
         };
         let mut segs: Vec<Seg> = first.into_iter().collect();
         segs.extend(self.segments()?);
-        Ok(Node::Path(root, segs))
+        Ok(match root {
+            Root::Entry if !segs.is_empty() => Node::EntryPath(self.slots.entry_path(&segs), segs),
+            root => Node::Path(root, segs),
+        })
     }
 
     /// Resolve a function name, check its arity and pre-compile literal

@@ -41,6 +41,7 @@ fn ev(src: &str, doc: &Value) -> Value {
     vars[x] = json!({"y": 7});
     let labels = vec!["secret".to_string()];
     let ctx = Ctx {
+        paths: &[],
         entry: doc,
         item: doc.get("it"),
         index: None,
@@ -152,7 +153,7 @@ proptest::proptest! {
         if let Ok(e) = Expr::compile(&src, &env, &mut slots) {
             let d = json!({"a": [1, {"b": "c"}]});
             let vars = vec![Value::Null; slots.len()];
-            let ctx = Ctx { entry: &d, item: None, index: None, vars: &vars, labels: &[], env: &env };
+            let ctx = Ctx { paths: &[], entry: &d, item: None, index: None, vars: &vars, labels: &[], env: &env };
             let _ = e.eval(&ctx);
         }
     }
