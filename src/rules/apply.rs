@@ -140,7 +140,7 @@ impl RuleSet {
     fn entry_rows(
         &self,
         doc: &Value,
-        vars: &mut Vec<Value>,
+        vars: &mut [Value],
         labels: &mut Vec<String>,
     ) -> (Vec<Row>, bool) {
         let mut paths = Vec::with_capacity(self.program.slots.paths_len());
