@@ -277,7 +277,11 @@ impl Trial {
                 report.outcome = if routed.dropped { "dropped" } else { "routed" };
                 report.labels = routed.labels;
                 for row in routed.rows {
-                    report.rows.entry(row.table).or_default().push(row.columns);
+                    report
+                        .rows
+                        .entry(row.table.to_string())
+                        .or_default()
+                        .push(row.columns);
                 }
             }
             Err(e) => report.error = Some(format!("rules: {e}")),

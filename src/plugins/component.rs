@@ -427,7 +427,7 @@ fn row_of(r: WitRow) -> Row {
         columns.insert(k, json_of(v));
     }
     Row {
-        table: r.table,
+        table: r.table.into(),
         columns,
     }
 }

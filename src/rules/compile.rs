@@ -10,7 +10,7 @@ use super::{
     ClassifyStep, DeriveStep, LabelSource, PluginStep, Program, RuleError, RuleErrors, RuleSet,
     TableStep,
 };
-use rustc_hash::FxHashMap;
+use crate::row::Name;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -40,14 +40,12 @@ pub(super) fn compile(sources: &[(PathBuf, String)]) -> Result<RuleSet, RuleErro
         named(&mut at, &p.2, &mut env, &mut patterns, &mut pattern_names);
     }
     let mut program = Program::default();
-    let mut columns = FxHashMap::default();
     for (origin, p) in parsed.iter().enumerate() {
         let mut c = FileCompiler {
             at: At::new(p, &mut errors),
             origin,
             env: &env,
             program: &mut program,
-            columns: &mut columns,
         };
         c.file(&p.2);
     }
@@ -173,8 +171,6 @@ struct FileCompiler<'a> {
     origin: usize,
     env: &'a Env,
     program: &'a mut Program,
-    /// Column name → its one shared copy.
-    columns: &'a mut FxHashMap<String, Arc<str>>,
 }
 
 /// `Err(())`: the problem is already recorded.
@@ -275,12 +271,12 @@ impl FileCompiler<'_> {
             where_: where_?,
             columns: columns?,
             name,
-            table: t.table.clone(),
+            table: Name::interned(&t.table),
         })
     }
 
     /// Every column is checked (all problems reported) before giving up.
-    fn columns(&mut self, name: &str, t: &TableSpec) -> Step<Vec<(Arc<str>, Expr)>> {
+    fn columns(&mut self, name: &str, t: &TableSpec) -> Step<Vec<(Name, Expr)>> {
         let mut columns = Vec::new();
         let mut ok = true;
         for (col, v) in &t.columns {
@@ -291,7 +287,7 @@ impl FileCompiler<'_> {
                 continue;
             }
             match self.value(v, &format!("table rule `{name}` column `{col}`")) {
-                Ok(e) => columns.push((self.column_name(col), e)),
+                Ok(e) => columns.push((Name::interned(col), e)),
                 Err(()) => ok = false,
             }
         }
@@ -300,12 +296,5 @@ impl FileCompiler<'_> {
         } else {
             Err(())
         }
-    }
-
-    fn column_name(&mut self, col: &str) -> Arc<str> {
-        self.columns
-            .entry(col.to_string())
-            .or_insert_with(|| Arc::from(col))
-            .clone()
     }
 }

@@ -19,14 +19,13 @@ mod spec;
 pub mod trace;
 
 use crate::plugins::api::PluginError;
-use crate::row::Row;
+use crate::row::{Name, Row};
 use expr::{Env, Expr, Slots};
 use redact::Redactor;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 // ---------------------------------------------------------------- errors
 
@@ -106,12 +105,12 @@ struct ClassifyStep {
 
 struct TableStep {
     name: String,
-    table: String,
+    table: Name,
     when: Option<Expr>,
     for_each: Option<Expr>,
     where_: Option<Expr>,
-    /// Column names are unique per rule and shared (`Arc`) with every row.
-    columns: Vec<(Arc<str>, Expr)>,
+    /// Column names are unique per rule and interned: a row copies a pointer.
+    columns: Vec<(Name, Expr)>,
 }
 
 /// The steps of a rule pack, in the order they run on an entry, with the
@@ -193,7 +192,7 @@ impl RuleSet {
         self.program
             .tables
             .iter()
-            .map(|t| (t.name.clone(), t.table.clone()))
+            .map(|t| (t.name.clone(), t.table.to_string()))
             .collect()
     }
 
@@ -201,7 +200,7 @@ impl RuleSet {
     pub fn table_columns(&self) -> HashMap<String, Vec<String>> {
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
         for t in &self.program.tables {
-            let cols = out.entry(t.table.clone()).or_default();
+            let cols = out.entry(t.table.to_string()).or_default();
             for (c, _) in &t.columns {
                 if !cols.iter().any(|x| **x == **c) {
                     cols.push(c.to_string());
