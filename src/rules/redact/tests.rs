@@ -247,3 +247,43 @@ fn structured_tool_inputs_are_redacted_by_key() {
     assert_eq!(i["host"], "db.internal");
     assert_eq!(hits.len(), 6, "{hits:?}");
 }
+
+/// The per-thread memory of judged strings answers for one redactor only:
+/// a string another rule pack found clean is scanned again by this one.
+#[test]
+fn remembered_answers_belong_to_one_redactor() {
+    let lenient = Redactor::new(vec![Pattern::new("none", "NEVER_MATCHES_X").unwrap()]).unwrap();
+    let strict = red();
+    let key = "AKIAABCDEFGHIJKLMNOP";
+    let mut hits = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(lenient.redact_str(key, &mut hits), None);
+        assert_eq!(
+            strict.redact_str(key, &mut hits).as_deref(),
+            Some("[REDACTED:aws]")
+        );
+    }
+    assert_eq!(hits, ["aws", "aws"]);
+    // object keys: remembered per redactor too
+    let p = Pattern::compile(&RedactSpec {
+        name: "field".into(),
+        pattern: "NEVER_MATCHES_Y".into(),
+        replace: None,
+        keep: None,
+        key: Some("^token$".into()),
+    })
+    .unwrap();
+    let keyed = Redactor::new(vec![p]).unwrap();
+    for _ in 0..2 {
+        let mut doc = json!({"token": "abc123456", "other": "abc123456"});
+        let mut hits = Vec::new();
+        keyed.redact_value(&mut doc, &mut hits);
+        assert_eq!(
+            doc,
+            json!({"token": "[REDACTED:field]", "other": "abc123456"})
+        );
+        let mut doc = json!({"token": "abc123456"});
+        lenient.redact_value(&mut doc, &mut hits);
+        assert_eq!(doc, json!({"token": "abc123456"}));
+    }
+}
