@@ -86,11 +86,7 @@ fn logic<'a>(f: &Func, args: &Args<'a, '_>) -> Out<'a> {
 
 fn text<'a>(f: &Func, args: &Args<'a, '_>) -> Out<'a> {
     match f {
-        Func::Text => {
-            let mut out = String::new();
-            content_text(&args.get(0), &mut out);
-            string(out)
-        }
+        Func::Text => content_text(args.get(0)),
         Func::AllText => {
             let mut out = String::new();
             all_strings(&args.get(0), &mut out);
@@ -337,34 +333,59 @@ fn pricing<'a>(f: &Func, args: &Args<'a, '_>) -> Out<'a> {
 
 /// Text of a `content` value: a string, or the `text` of text blocks (and the
 /// text inside tool_result blocks), joined by newlines.
-fn content_text(v: &Value, out: &mut String) {
+/// The conversational text of a content value: a string, the `text` of a
+/// block, or the text pieces of an array of blocks (tool results included),
+/// one per line. One piece (a prompt, a tool result, a reply's one text
+/// block) is borrowed, not copied: most calls have exactly one.
+fn content_text(v: Out<'_>) -> Out<'_> {
+    let mut pieces = 0;
+    let mut first = None;
+    match &v {
+        Cow::Borrowed(v) => text_pieces(v, &mut |p| {
+            pieces += 1;
+            first.get_or_insert(p);
+        }),
+        Cow::Owned(v) => text_pieces(v, &mut |_| pieces += 1),
+    }
+    if let (1, Some(piece)) = (pieces, first) {
+        return Cow::Borrowed(piece);
+    }
+    let mut out = String::new();
+    text_pieces(&v, &mut |p| {
+        push_line(&mut out, p.as_str().unwrap_or_default())
+    });
+    string(out)
+}
+
+/// Calls `f` with each text piece (a `Value::String`) of a content value.
+fn text_pieces<'v>(v: &'v Value, f: &mut impl FnMut(&'v Value)) {
     match v {
-        Value::String(s) => push_line(out, s),
-        Value::Array(items) => items.iter().for_each(|it| block_text(it, out)),
+        Value::String(_) => f(v),
+        Value::Array(items) => items.iter().for_each(|it| block_text(it, f)),
         Value::Object(m) => {
-            if let Some(t) = m.get("text").and_then(Value::as_str) {
-                push_line(out, t)
+            if let Some(t) = m.get("text").filter(|t| t.is_string()) {
+                f(t)
             }
         }
         _ => {}
     }
 }
 
-fn block_text(it: &Value, out: &mut String) {
+fn block_text<'v>(it: &'v Value, f: &mut impl FnMut(&'v Value)) {
     match it.get("type").and_then(Value::as_str) {
         Some("text") => {
-            if let Some(t) = it.get("text").and_then(Value::as_str) {
-                push_line(out, t)
+            if let Some(t) = it.get("text").filter(|t| t.is_string()) {
+                f(t)
             }
         }
         Some("tool_result") => {
             if let Some(c) = it.get("content") {
-                content_text(c, out)
+                text_pieces(c, f)
             }
         }
         None => {
-            if let Value::String(s) = it {
-                push_line(out, s)
+            if it.is_string() {
+                f(it)
             }
         }
         _ => {}
