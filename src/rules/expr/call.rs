@@ -383,11 +383,7 @@ fn block_text<'v>(it: &'v Value, f: &mut impl FnMut(&'v Value)) {
                 text_pieces(c, f)
             }
         }
-        None => {
-            if it.is_string() {
-                f(it)
-            }
-        }
+        None if it.is_string() => f(it),
         _ => {}
     }
 }
