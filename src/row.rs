@@ -13,7 +13,6 @@
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use std::borrow::Borrow;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -59,12 +58,6 @@ impl std::ops::Deref for Name {
     }
 }
 
-impl Borrow<str> for Name {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
         self.as_str() == other.as_str()
@@ -72,30 +65,6 @@ impl PartialEq for Name {
 }
 
 impl Eq for Name {}
-
-impl std::hash::Hash for Name {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
-    }
-}
-
-impl PartialOrd for Name {
-    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Name {
-    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
@@ -124,18 +93,6 @@ impl From<&str> for Name {
 impl From<String> for Name {
     fn from(s: String) -> Name {
         Name::Owned(Arc::from(s))
-    }
-}
-
-impl From<&String> for Name {
-    fn from(s: &String) -> Name {
-        Name::Owned(Arc::from(s.as_str()))
-    }
-}
-
-impl From<Arc<str>> for Name {
-    fn from(s: Arc<str>) -> Name {
-        Name::Owned(s)
     }
 }
 

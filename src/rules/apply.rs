@@ -115,20 +115,7 @@ impl RuleSet {
             return Ok(st.finish(Vec::new(), true, seen));
         }
         st.vars[slot::REDACTIONS] = Value::from(st.redactions);
-        let State {
-            doc,
-            mut vars,
-            mut labels,
-            redactions,
-        } = st;
-        let (rows, dropped) = self.entry_rows(&doc, &mut vars, &mut labels);
-        let st = State {
-            doc,
-            vars,
-            labels,
-            redactions,
-        };
-        let mut rows = rows;
+        let (mut rows, dropped) = self.entry_rows(&st.doc, &mut st.vars, &mut st.labels);
         if !dropped {
             rows.extend(plugin_rows);
         }

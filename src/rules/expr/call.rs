@@ -331,24 +331,21 @@ fn pricing<'a>(f: &Func, args: &Args<'a, '_>) -> Out<'a> {
     }
 }
 
-/// Text of a `content` value: a string, or the `text` of text blocks (and the
-/// text inside tool_result blocks), joined by newlines.
 /// The conversational text of a content value: a string, the `text` of a
 /// block, or the text pieces of an array of blocks (tool results included),
 /// one per line. One piece (a prompt, a tool result, a reply's one text
 /// block) is borrowed, not copied: most calls have exactly one.
 fn content_text(v: Out<'_>) -> Out<'_> {
-    let mut pieces = 0;
-    let mut first = None;
-    match &v {
-        Cow::Borrowed(v) => text_pieces(v, &mut |p| {
+    if let Cow::Borrowed(v) = v {
+        let mut pieces = 0;
+        let mut first = None;
+        text_pieces(v, &mut |p| {
             pieces += 1;
             first.get_or_insert(p);
-        }),
-        Cow::Owned(v) => text_pieces(v, &mut |_| pieces += 1),
-    }
-    if let (1, Some(piece)) = (pieces, first) {
-        return Cow::Borrowed(piece);
+        });
+        if let (1, Some(piece)) = (pieces, first) {
+            return Cow::Borrowed(piece);
+        }
     }
     let mut out = String::new();
     text_pieces(&v, &mut |p| {
