@@ -248,6 +248,7 @@ enum Func {
     Glob(globset::GlobMatcher),
     InGlobs(Arc<globset::GlobSet>),
     Lookup(Arc<LookupMap>),
+    AnyField(Arc<FieldTest>),
     Lower,
     Upper,
     Trim,
@@ -272,6 +273,15 @@ enum Func {
     Union,
     Round,
     IsoTime,
+}
+
+/// `any_field(x, keys, 'regex')`: the keys to look for at any depth of `x`
+/// and the regex their scalar values are matched against (both literals,
+/// compiled at load).
+#[derive(Debug)]
+struct FieldTest {
+    keys: Vec<String>,
+    re: Regex,
 }
 
 /// A compiled expression.

@@ -2,8 +2,9 @@
 //! Arity and literal arguments were checked when the expression compiled.
 
 use super::eval::{as_text, eval, loose_eq, num, num_value_f, truthy, NULL};
-use super::{Ctx, Func, Node};
+use super::{Ctx, FieldTest, Func, Node};
 use crate::rules::pricing::Usage;
+use regex::Regex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -52,7 +53,11 @@ pub(super) fn call<'a>(f: &'a Func, nodes: &'a [Node], ctx: &Ctx<'a>) -> Out<'a>
             strings(f, &args)
         }
         Func::Basename | Func::Dirname | Func::Extension | Func::FirstWord => paths(f, &args),
-        Func::Matches(_) | Func::Glob(_) | Func::InGlobs(_) | Func::Lookup(_) => matching(f, &args),
+        Func::Matches(_)
+        | Func::Glob(_)
+        | Func::InGlobs(_)
+        | Func::Lookup(_)
+        | Func::AnyField(_) => matching(f, &args),
         Func::Contains | Func::StartsWith | Func::EndsWith | Func::CountType | Func::Union => {
             collections(f, &args)
         }
@@ -185,7 +190,31 @@ fn matching<'a>(f: &'a Func, args: &Args<'a, '_>) -> Out<'a> {
             Some(found) => Cow::Borrowed(found),
             None => args.get(2),
         },
+        Func::AnyField(test) => boolean(any_field(&v, test)),
         _ => Cow::Borrowed(&NULL),
+    }
+}
+
+/// Some object at any depth of `v` has one of the keys with a scalar value
+/// the regex matches (a string as it is, other scalars as JSON text: `true`).
+/// It reads the structure in place: rules used to serialise a whole content to
+/// JSON and run regexes over the text, which cost a sixth of the router.
+fn any_field(v: &Value, test: &FieldTest) -> bool {
+    match v {
+        Value::Object(fields) => fields.iter().any(|(k, x)| {
+            (test.keys.iter().any(|key| key == k) && scalar_matches(x, &test.re))
+                || any_field(x, test)
+        }),
+        Value::Array(items) => items.iter().any(|x| any_field(x, test)),
+        _ => false,
+    }
+}
+
+fn scalar_matches(v: &Value, re: &Regex) -> bool {
+    match v {
+        Value::String(s) => re.is_match(s),
+        Value::Object(_) | Value::Array(_) => false,
+        other => re.is_match(&other.to_string()),
     }
 }
 

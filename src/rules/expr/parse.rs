@@ -2,7 +2,7 @@
 //! variable slots and function resolution.
 
 use super::lex::Tok;
-use super::{BinOp, Env, Func, Node, Root, Seg, Slots, MAX_DEPTH, MAX_TERMS};
+use super::{BinOp, Env, FieldTest, Func, Node, Root, Seg, Slots, MAX_DEPTH, MAX_TERMS};
 use regex::Regex;
 use serde_json::{Number, Value};
 use std::sync::Arc;
@@ -342,6 +342,13 @@ impl Parser<'_> {
                 let re = Regex::new(lit(1)?).map_err(|e| format!("bad regex in matches(): {e}"))?;
                 Ok(Func::Matches(Arc::new(re)))
             }
+            "any_field" => {
+                arity(name, args, 3, 3)?;
+                let re =
+                    Regex::new(lit(2)?).map_err(|e| format!("bad regex in any_field(): {e}"))?;
+                let keys = lit_keys(name, args)?;
+                Ok(Func::AnyField(Arc::new(FieldTest { keys, re })))
+            }
             "glob" => {
                 arity(name, args, 2, 2)?;
                 let g = globset::GlobBuilder::new(lit(1)?)
@@ -382,6 +389,20 @@ fn lit_str<'n>(name: &str, args: &'n [Node], i: usize) -> Result<&'n str, String
             i + 1
         )),
     }
+}
+
+/// Argument 2 of `any_field()`: a key, or a list of keys, as literals.
+fn lit_keys(name: &str, args: &[Node]) -> Result<Vec<String>, String> {
+    let keys: Option<Vec<String>> = match args.get(1) {
+        Some(Node::Lit(Value::String(k))) => Some(vec![k.clone()]),
+        Some(Node::Lit(Value::Array(ks))) => {
+            ks.iter().map(|k| k.as_str().map(String::from)).collect()
+        }
+        _ => None,
+    };
+    keys.filter(|k| !k.is_empty()).ok_or_else(|| {
+        format!("argument 2 of {name}() must be a key or a list of keys, as string literals")
+    })
 }
 
 fn arity(name: &str, args: &[Node], min: usize, max: usize) -> Result<(), String> {

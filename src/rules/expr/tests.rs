@@ -145,6 +145,54 @@ fn compile_errors_point_at_the_problem() {
     assert_eq!(e.column, 3);
 }
 
+/// `any_field` finds a key at any depth and matches its scalar value only:
+/// not a key inside a string, not an object's text, not another key's value.
+#[test]
+fn any_field_reads_keys_at_any_depth_and_matches_their_scalars() {
+    let d = json!({"x": [
+        {"type": "tool_use", "name": "Bash", "input": {"command": "sudo rm -rf /\nls"}},
+        {"type": "tool_result", "is_error": true, "content": "said \"name\":\"Edit\""},
+        {"type": "text", "text": "{\"path\": \"/etc/x.pem\"}", "meta": {"path": {"deep": "a.pem"}}}
+    ]});
+    let t = |src: &str| ev(src, &d);
+    assert_eq!(t("any_field(x, 'name', '^Bash$')"), json!(true));
+    assert_eq!(
+        t("any_field(x, 'name', '^Edit$')"),
+        json!(false),
+        "a key written inside a string is text"
+    );
+    assert_eq!(
+        t("any_field(x, 'command', '(?m)^ls$')"),
+        json!(true),
+        "the raw value, newlines unescaped"
+    );
+    assert_eq!(
+        t("any_field(x, 'is_error', '^true$')"),
+        json!(true),
+        "a boolean as JSON text"
+    );
+    assert_eq!(
+        t("any_field(x, ['file_path', 'path'], 'pem$')"),
+        json!(false),
+        "an object's value is searched, not matched"
+    );
+    assert_eq!(
+        t("any_field(x, ['file_path', 'deep'], 'pem$')"),
+        json!(true)
+    );
+    assert_eq!(t("any_field(x, 'type', '^image$')"), json!(false));
+    assert_eq!(t("any_field(nothing, 'type', '.')"), json!(false));
+    let env = env();
+    for bad in [
+        "any_field(a, b, 'x')",
+        "any_field(a, [], 'x')",
+        "any_field(a, 'k', '(')",
+        "any_field(a, 'k')",
+    ] {
+        assert!(Expr::compile_for_test(bad, &env).is_err(), "{bad}");
+    }
+}
+
 proptest::proptest! {
     #[test]
     fn compiler_never_panics(src in "[a-z$.\\[\\]()'\"=!<>&|+*/0-9 ,~-]{0,40}") {
