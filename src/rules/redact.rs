@@ -13,7 +13,7 @@
 
 mod memo;
 
-use memo::Table;
+use memo::{Memo, Table};
 use regex::{Captures, Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
@@ -204,15 +204,19 @@ impl Redactor {
     /// Redact one string; returns the new text (if anything was replaced) and
     /// pushes the names of the patterns that fired, once per replacement.
     pub fn redact_str(&self, s: &str, hits: &mut Vec<String>) -> Option<String> {
+        memo::with(self.id, |memo| self.redact_str_in(s, hits, memo))
+    }
+
+    fn redact_str_in(&self, s: &str, hits: &mut Vec<String>, memo: &mut Memo) -> Option<String> {
         let set = self.set.as_ref()?;
-        if memo::recall(self.id, Table::Clean, s).is_some() {
+        if memo.recall(Table::Clean, s).is_some() {
             return None;
         }
         // `is_match` stops at the first hit and needs no overlapping search:
         // the common case (no secret) costs one scan instead of the slower
         // all-patterns one.
         if !set.is_match(s) {
-            memo::remember(self.id, Table::Clean, s, 0);
+            memo.remember(Table::Clean, s, 0);
             return None;
         }
         let matched = set.matches(s);
@@ -233,14 +237,14 @@ impl Redactor {
 
     /// The key pattern whose `key` regex names `key` as a secret field, if any.
     /// Object keys repeat from line to line: the answer is remembered.
-    fn secret_key(&self, key: &str) -> Option<&Pattern> {
-        let index = match memo::recall(self.id, Table::Keys, key) {
+    fn secret_key(&self, key: &str, memo: &mut Memo) -> Option<&Pattern> {
+        let index = match memo.recall(Table::Keys, key) {
             Some(answer) => usize::from(answer).checked_sub(1),
             None => {
                 let index = self.key_pattern(key);
                 // an index past what a byte holds is simply not remembered
                 if let Ok(answer) = u8::try_from(index.map_or(0, |i| i + 1)) {
-                    memo::remember(self.id, Table::Keys, key, answer);
+                    memo.remember(Table::Keys, key, answer);
                 }
                 index
             }
@@ -265,23 +269,27 @@ impl Redactor {
         if self.set.is_none() {
             return;
         }
+        memo::with(self.id, |memo| self.redact_in(doc, hits, memo));
+    }
+
+    fn redact_in(&self, doc: &mut Value, hits: &mut Vec<String>, memo: &mut Memo) {
         match doc {
             Value::String(s) => {
-                if let Some(new) = self.redact_str(s, hits) {
+                if let Some(new) = self.redact_str_in(s, hits, memo) {
                     *s = new;
                 }
             }
-            Value::Array(a) => a.iter_mut().for_each(|v| self.redact_value(v, hits)),
+            Value::Array(a) => a.iter_mut().for_each(|v| self.redact_in(v, hits, memo)),
             Value::Object(m) => {
                 for (k, v) in m.iter_mut() {
-                    if let (Value::String(s), Some(p)) = (&*v, self.secret_key(k)) {
+                    if let (Value::String(s), Some(p)) = (&*v, self.secret_key(k, memo)) {
                         if !p.spares(s) {
                             hits.push(p.name.clone());
                             *v = Value::String(p.marker.clone());
                             continue;
                         }
                     }
-                    self.redact_value(v, hits);
+                    self.redact_in(v, hits, memo);
                 }
             }
             _ => {}
@@ -312,7 +320,7 @@ impl Redactor {
     /// The pattern that would replace the string value of object key `key`
     /// (`None` when the key is not a secret field or the value is spared).
     pub fn explain_key(&self, key: &str, value: &str) -> Option<String> {
-        self.secret_key(key)
+        memo::with(self.id, |memo| self.secret_key(key, memo))
             .filter(|p| !p.spares(value))
             .map(|p| p.name.clone())
     }

@@ -40,47 +40,40 @@ const EMPTY: Slot = Slot {
     bytes: [0; MAX_LEN],
 };
 
-struct Memo {
+/// One thread's tables, lent to one redaction walk at a time by [`with`].
+pub(super) struct Memo {
     owner: u64,
+    /// False when the thread's memory was already lent (a nested walk): that
+    /// walk then remembers nothing rather than sharing it.
+    enabled: bool,
     tables: [Vec<Slot>; 2],
 }
 
-thread_local! {
-    static MEMO: RefCell<Memo> = const { RefCell::new(Memo { owner: 0, tables: [Vec::new(), Vec::new()] }) };
-}
-
-fn slot_of(s: &str) -> usize {
-    (FxBuildHasher.hash_one(s.as_bytes()) >> 54) as usize % SLOTS
-}
-
-/// The answer remembered for `s` in `table` of redactor `owner`, if any.
-pub(super) fn recall(owner: u64, table: Table, s: &str) -> Option<u8> {
-    if s.is_empty() || s.len() > MAX_LEN {
-        return None;
+impl Memo {
+    const fn new(enabled: bool) -> Memo {
+        Memo {
+            owner: 0,
+            enabled,
+            tables: [Vec::new(), Vec::new()],
+        }
     }
-    MEMO.with(|m| {
-        let m = m.borrow();
-        if m.owner != owner {
+
+    /// The answer remembered for `s` in `table`, if any.
+    pub(super) fn recall(&self, table: Table, s: &str) -> Option<u8> {
+        if s.is_empty() || s.len() > MAX_LEN {
             return None;
         }
-        let slot = m.tables[table as usize].get(slot_of(s))?;
+        let slot = self.tables[table as usize].get(slot_of(s))?;
         (usize::from(slot.len) == s.len() && &slot.bytes[..s.len()] == s.as_bytes())
             .then_some(slot.answer)
-    })
-}
-
-/// Remember `answer` for `s` (ignored when `s` is empty or too long).
-pub(super) fn remember(owner: u64, table: Table, s: &str, answer: u8) {
-    if s.is_empty() || s.len() > MAX_LEN {
-        return;
     }
-    MEMO.with(|m| {
-        let mut m = m.borrow_mut();
-        if m.owner != owner {
-            m.owner = owner;
-            m.tables.iter_mut().for_each(Vec::clear);
+
+    /// Remember `answer` for `s` (ignored when `s` is empty or too long).
+    pub(super) fn remember(&mut self, table: Table, s: &str, answer: u8) {
+        if !self.enabled || s.is_empty() || s.len() > MAX_LEN {
+            return;
         }
-        let t = &mut m.tables[table as usize];
+        let t = &mut self.tables[table as usize];
         if t.is_empty() {
             t.resize(SLOTS, EMPTY);
         }
@@ -88,12 +81,44 @@ pub(super) fn remember(owner: u64, table: Table, s: &str, answer: u8) {
         slot.len = s.len() as u8;
         slot.answer = answer;
         slot.bytes[..s.len()].copy_from_slice(s.as_bytes());
+    }
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = const { RefCell::new(Memo::new(true)) };
+}
+
+fn slot_of(s: &str) -> usize {
+    (FxBuildHasher.hash_one(s.as_bytes()) >> 54) as usize % SLOTS
+}
+
+/// Run `f` with this thread's memory for redactor `owner` (emptied first if
+/// another redactor used it). One thread-local access per document instead
+/// of one per string: the lookups were 3 % of the router.
+pub(super) fn with<R>(owner: u64, f: impl FnOnce(&mut Memo) -> R) -> R {
+    MEMO.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut m) => {
+            if m.owner != owner {
+                m.owner = owner;
+                m.tables.iter_mut().for_each(Vec::clear);
+            }
+            f(&mut m)
+        }
+        Err(_) => f(&mut Memo::new(false)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recall(owner: u64, table: Table, s: &str) -> Option<u8> {
+        with(owner, |m| m.recall(table, s))
+    }
+
+    fn remember(owner: u64, table: Table, s: &str, answer: u8) {
+        with(owner, |m| m.remember(table, s, answer))
+    }
 
     #[test]
     fn answers_only_for_the_same_string_and_owner() {
@@ -106,8 +131,7 @@ mod tests {
         );
         assert_eq!(recall(7, Table::Keys, "passwore"), None);
         assert_eq!(recall(8, Table::Keys, "password"), None, "another redactor");
-        // another owner empties the tables
-        remember(8, Table::Clean, "x", 0);
+        // another owner emptied the tables
         assert_eq!(recall(7, Table::Keys, "password"), None);
         let long = "a".repeat(MAX_LEN + 1);
         remember(8, Table::Clean, &long, 0);
@@ -133,5 +157,19 @@ mod tests {
         remember(9, Table::Keys, &other, 2);
         assert_eq!(recall(9, Table::Keys, &first), None);
         assert_eq!(recall(9, Table::Keys, &other), Some(2));
+    }
+
+    #[test]
+    fn a_nested_walk_neither_panics_nor_shares_the_memory() {
+        with(11, |outer| {
+            outer.remember(Table::Clean, "outer", 0);
+            with(11, |inner| {
+                inner.remember(Table::Clean, "inner", 0);
+                assert_eq!(inner.recall(Table::Clean, "inner"), None);
+                assert_eq!(inner.recall(Table::Clean, "outer"), None);
+            });
+        });
+        assert_eq!(recall(11, Table::Clean, "outer"), Some(0));
+        assert_eq!(recall(11, Table::Clean, "inner"), None);
     }
 }
