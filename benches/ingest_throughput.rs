@@ -105,16 +105,31 @@ fn load_avg() -> String {
         .unwrap_or_default()
 }
 
-/// Lines/s of serde_json alone, and of parse + the default rule pack.
+/// Lines/s of serde_json alone, and of parse + the default rule pack: the
+/// medians of 3 passes over the sample each, taken in turns after an untimed
+/// warm-up pass (a long-lived router runs warm: its heap grown, its regexes'
+/// lazy automata built, its redactor's memory filled). The first pass of a
+/// cold process was 10-20 % slower than the next ones on this machine.
 fn router_stages(repo: &Path, sample: &[String]) -> (f64, f64) {
-    let t0 = Instant::now();
-    for l in sample {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        std::hint::black_box(v);
-    }
-    let parse = sample.len() as f64 / t0.elapsed().as_secs_f64();
     let rules = RuleSet::load_dir(&repo.join("rules")).unwrap();
-    let t0 = Instant::now();
+    route_pass(&rules, &sample[..sample.len() / 10]);
+    let (mut parse, mut routed) = (vec![], vec![]);
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        for l in sample {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            std::hint::black_box(v);
+        }
+        parse.push(sample.len() as f64 / t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        route_pass(&rules, sample);
+        routed.push(sample.len() as f64 / t0.elapsed().as_secs_f64());
+    }
+    (median(parse), median(routed))
+}
+
+/// Parse and route every line of `sample` (its rows are dropped).
+fn route_pass(rules: &RuleSet, sample: &[String]) {
     for (i, l) in sample.iter().enumerate() {
         let e = parse_line(l.as_bytes()).unwrap();
         let input = EntryInput {
@@ -126,7 +141,6 @@ fn router_stages(repo: &Path, sample: &[String]) -> (f64, f64) {
         };
         std::hint::black_box(rules.apply(input, &NoPlugins).unwrap());
     }
-    (parse, sample.len() as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// ClickHouse loading the same files by itself (chDB in a fresh directory).
@@ -345,11 +359,13 @@ impl Drop for Following {
 
 fn main() {
     // BENCH_ROUTER_SECS=N: only parse + route the sample, for N seconds (a
-    // steady loop to profile the router with `perf record -p`).
+    // steady loop to profile the router with `perf record -p`; BENCH_SAMPLE
+    // exchanges of 3 lines, default 20000: fewer under callgrind).
     if let Ok(secs) = std::env::var("BENCH_ROUTER_SECS") {
         let secs: f64 = secs.parse().unwrap_or(10.0);
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let sample: Vec<String> = (0..20_000).flat_map(|n| exchange("bench", n)).collect();
+        let exchanges = env_num("BENCH_SAMPLE", 20_000);
+        let sample: Vec<String> = (0..exchanges).flat_map(|n| exchange("bench", n)).collect();
         let t0 = Instant::now();
         while t0.elapsed().as_secs_f64() < secs {
             let (_, routed) = router_stages(repo, &sample);
