@@ -4,11 +4,11 @@
 //! is decided by the YAML rule pack and by plugins, not by Rust structs, so a
 //! format change is a rules edit rather than a recompile.
 //!
-//! Columns are a plain vector of (name, value) pairs, not a hash map: a row
+//! Columns are plain vectors of names and of values, not a hash map: a row
 //! has a few dozen columns at most, is built once and read once in order, and
 //! the rule engine's table and column names are interned when the rules load
-//! ([`Name::interned`]), so building a row costs one allocation, no hashing
-//! and no reference counting.
+//! ([`Name::interned`]), so building a row costs two small allocations, no
+//! hashing and no reference counting.
 
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -172,7 +172,7 @@ impl Columns {
         self.position(name).is_some()
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
+    pub fn iter(&self) -> ColumnIter<'_> {
         self.names.iter().zip(&self.values).map(|(k, v)| (&**k, v))
     }
 
@@ -211,7 +211,7 @@ impl<'a> IntoIterator for &'a Columns {
     type Item = (&'a str, &'a Value);
     type IntoIter = ColumnIter<'a>;
     fn into_iter(self) -> Self::IntoIter {
-        self.names.iter().zip(&self.values).map(|(k, v)| (&**k, v))
+        self.iter()
     }
 }
 
